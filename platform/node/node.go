@@ -1,0 +1,182 @@
+// Package node runs one instance of a service the way every mercato service
+// runs: its own database (migrated on start), its own broker connection, one
+// HTTP listener for REST, RPC, health and metrics, and a registration in
+// discovery so that others can find it. A service adds its adapters in a
+// setup step; node owns the order of start and stop.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/discovery"
+	"github.com/mercato-shop/mercato/platform/runtime"
+	"github.com/mercato-shop/mercato/platform/storage"
+	"github.com/mercato-shop/mercato/platform/web"
+)
+
+// Config describes one service instance.
+type Config struct {
+	Service    string // service name, used in discovery, logs and events
+	Version    string
+	DSN        string // its own database (see storage.Open); empty for none
+	Migrations fs.FS  // its own schema
+	BusURL     string // NATS server
+	Listen     string // HTTP listen address; default 127.0.0.1:0 (a free port)
+	Logger     *slog.Logger
+	Tracer     trace.TracerProvider
+}
+
+// Node is a running service instance. DB, Bus, Mux and Health are ready for
+// use inside the setup function passed to Start.
+type Node struct {
+	cfg      Config
+	id       string
+	lc       runtime.Lifecycle
+	DB       *storage.DB
+	Bus      *bus.Bus
+	Registry *discovery.Registry
+	Mux      *http.ServeMux
+	Health   *runtime.Health
+	server   *runtime.HTTPServer
+}
+
+// New returns a node that is not started yet.
+func New(cfg Config) *Node {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Node{
+		cfg:    cfg,
+		id:     uuid.Must(uuid.NewV7()).String(),
+		Mux:    http.NewServeMux(),
+		Health: &runtime.Health{},
+	}
+}
+
+// Append adds hooks (consumers, timers) that start after the database and
+// broker and before the listener, and stop in reverse.
+func (n *Node) Append(hooks ...runtime.Hook) { n.lc.Append(hooks...) }
+
+// Logger is the service's logger.
+func (n *Node) Logger() *slog.Logger { return n.cfg.Logger }
+
+// Tracer is the service's tracer provider.
+func (n *Node) Tracer() trace.TracerProvider { return n.cfg.Tracer }
+
+// Start opens the database and the broker connection, runs setup, then
+// listens and registers. When any step fails, what was started is stopped.
+func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error) error {
+	n.lc.Append(
+		runtime.Hook{Name: "database", Start: n.openDB, Stop: n.closeDB},
+		runtime.Hook{Name: "bus", Start: n.connectBus, Stop: func(context.Context) error { n.Bus.Close(); return nil }},
+		runtime.Hook{Name: "discovery", Start: n.openRegistry, Stop: func(context.Context) error { n.Registry.Close(); return nil }},
+	)
+	if err := n.lc.Start(ctx); err != nil {
+		return fmt.Errorf("%s: %w", n.cfg.Service, err)
+	}
+	if err := setup(ctx); err != nil {
+		return errors.Join(fmt.Errorf("%s: setup: %w", n.cfg.Service, err), n.lc.Stop(ctx))
+	}
+	n.Health.Register(n.Mux)
+	n.server = runtime.NewHTTPServer(n.cfg.Listen, web.Instrument(n.Mux, n.cfg.Tracer, n.cfg.Logger), n.cfg.Logger)
+	n.lc.Append(n.server.Hook("http"), runtime.Hook{Name: "registration", Start: n.register})
+	if err := n.lc.Start(ctx); err != nil {
+		return fmt.Errorf("%s: %w", n.cfg.Service, err)
+	}
+	n.cfg.Logger.InfoContext(ctx, "service started", "addr", n.server.Addr(), "instance", n.id)
+	return nil
+}
+
+// Stop deregisters, drains the listener, stops the service's hooks, then
+// closes the broker connection and the database.
+func (n *Node) Stop(ctx context.Context) error {
+	n.Health.Drain()
+	err := n.lc.Stop(ctx)
+	n.cfg.Logger.InfoContext(ctx, "service stopped", "instance", n.id)
+	return err
+}
+
+// Addr is the listener's address once started.
+func (n *Node) Addr() string {
+	if n.server == nil {
+		return ""
+	}
+	return n.server.Addr()
+}
+
+func (n *Node) openDB(ctx context.Context) error {
+	if n.cfg.DSN == "" {
+		return nil // a stateless service, such as the gateway
+	}
+	db, err := storage.Open(ctx, n.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	if n.cfg.Migrations != nil {
+		if err := db.Migrate(ctx, n.cfg.Migrations); err != nil {
+			_ = db.Close()
+			return err
+		}
+	}
+	n.DB = db
+	n.Health.Check("database", db.PingContext)
+	return nil
+}
+
+func (n *Node) connectBus(ctx context.Context) error {
+	b, err := bus.Connect(ctx, bus.Config{URL: n.cfg.BusURL, Source: n.cfg.Service, Logger: n.cfg.Logger, Tracer: n.cfg.Tracer})
+	if err != nil {
+		return err
+	}
+	n.Bus = b
+	n.Health.Check("bus", b.Ready)
+	return nil
+}
+
+func (n *Node) openRegistry(ctx context.Context) error {
+	r, err := discovery.NewRegistry(ctx, n.Bus.JetStream(), discovery.Config{Logger: n.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	n.Registry = r
+	return nil
+}
+
+// register announces the instance; the returned deregistration runs on stop
+// through a hook of its own so that it happens before the listener drains.
+func (n *Node) register(ctx context.Context) error {
+	deregister, err := n.Registry.Register(context.WithoutCancel(ctx), discovery.Instance{
+		Service: n.cfg.Service,
+		ID:      n.id,
+		Addr:    n.server.Addr(),
+		Version: n.cfg.Version,
+	})
+	if err != nil {
+		return err
+	}
+	n.lc.Append(runtime.Hook{Name: "deregistration", Stop: deregister})
+	return nil
+}
+
+func (n *Node) closeDB(context.Context) error {
+	if n.DB == nil {
+		return nil
+	}
+	return n.DB.Close()
+}

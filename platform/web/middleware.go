@@ -1,0 +1,102 @@
+package web
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mercato-shop/mercato/platform/telemetry"
+)
+
+// Identity headers: the gateway verifies the caller's token, strips any
+// client-sent copies of these headers and sets them for the services behind it.
+const (
+	SubjectHeader = "X-Mercato-Subject"
+	RolesHeader   = "X-Mercato-Roles"
+)
+
+// Caller is who made a request, as vouched for by the gateway.
+type Caller struct {
+	Subject string
+	Roles   []string
+}
+
+// CallerOf reads the identity headers; ok is false for an anonymous request.
+func CallerOf(r *http.Request) (c Caller, ok bool) {
+	c.Subject = r.Header.Get(SubjectHeader)
+	if roles := r.Header.Get(RolesHeader); roles != "" {
+		c.Roles = strings.Split(roles, ",")
+	}
+	return c, c.Subject != ""
+}
+
+// HasRole reports whether the caller has role.
+func (c Caller) HasRole(role string) bool {
+	for _, r := range c.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// Correlate puts the request's X-Correlation-ID (or a new one) in its context
+// and echoes it on the response.
+func Correlate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(telemetry.CorrelationHeader)
+		if !validCorrelationID(id) {
+			id = telemetry.NewCorrelationID()
+		}
+		w.Header().Set(telemetry.CorrelationHeader, id)
+		next.ServeHTTP(w, r.WithContext(telemetry.WithCorrelationID(r.Context(), id)))
+	})
+}
+
+// validCorrelationID keeps client-chosen ids short and printable so they are
+// safe to log and to copy into other headers.
+func validCorrelationID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range id {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// Recover turns a panicking handler into a 500 problem instead of a dropped
+// connection, and logs it.
+func Recover(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					logger.ErrorContext(r.Context(), "handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v)
+					Error(w, r, http.StatusInternalServerError, "")
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Instrument wraps a service's handler with what every request needs: a
+// server span continuing the caller's trace, the correlation id, and panic
+// recovery.
+func Instrument(h http.Handler, tp trace.TracerProvider, logger *slog.Logger) http.Handler {
+	h = Correlate(Recover(logger)(h))
+	return otelhttp.NewHandler(h, "http",
+		otelhttp.WithTracerProvider(tp),
+		otelhttp.WithPropagators(telemetry.Propagator()),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
+	)
+}
