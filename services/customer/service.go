@@ -1,0 +1,124 @@
+// Package customer is the customer management context: customers, their
+// credentials and roles. It issues the access tokens every other context
+// trusts (ES256 JWTs) and serves the public keys that verify them.
+//
+// REST: POST /api/customers, POST /api/auth/login, GET /api/customers/me,
+// GET /.well-known/jwks.json. RPC: customer.v1.CustomerService.
+// Publishes customer.registered.
+package customer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mercato-shop/mercato/api/gen/customer/v1/customerv1connect"
+	"github.com/mercato-shop/mercato/platform/node"
+	"github.com/mercato-shop/mercato/platform/rpc"
+	"github.com/mercato-shop/mercato/platform/runtime"
+	"github.com/mercato-shop/mercato/services/customer/adapters"
+	"github.com/mercato-shop/mercato/services/customer/app"
+	"github.com/mercato-shop/mercato/services/customer/migrations"
+)
+
+// Name is the service's name in discovery.
+const Name = "customer"
+
+// Config configures the customer service.
+type Config struct {
+	DSN    string
+	BusURL string
+	Listen string
+	// Tokens: who issues them, for whom, and for how long.
+	Issuer   string
+	Audience string
+	TokenTTL time.Duration
+	// AdminPassword sets the admin account's password; empty keeps an
+	// existing one, or generates one for a new account (see AdminPassword()).
+	AdminPassword string
+}
+
+// Service is a running customer service.
+type Service struct {
+	cfg       Config
+	node      *node.Node
+	generated string
+}
+
+// New returns the service, not started.
+func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 15 * time.Minute
+	}
+	return &Service{cfg: cfg, node: node.New(node.Config{
+		Service:    Name,
+		DSN:        cfg.DSN,
+		Migrations: migrations.FS,
+		BusURL:     cfg.BusURL,
+		Listen:     cfg.Listen,
+		Logger:     logger,
+		Tracer:     tp,
+	})}
+}
+
+// Start opens the database, ensures the signing key and the admin account,
+// and starts serving.
+func (s *Service) Start(ctx context.Context) error {
+	return s.node.Start(ctx, s.setup)
+}
+
+func (s *Service) setup(ctx context.Context) error {
+	n := s.node
+	if err := n.Bus.EnsureStream(ctx, adapters.Stream()); err != nil {
+		return err
+	}
+	store := adapters.NewStore(n.DB)
+	signer, err := adapters.NewSigner(ctx, n.DB, adapters.TokenConfig{Issuer: s.cfg.Issuer, Audience: s.cfg.Audience, TTL: s.cfg.TokenTTL})
+	if err != nil {
+		return err
+	}
+	if s.generated, err = app.EnsureAdmin(ctx, store, s.cfg.AdminPassword); err != nil {
+		return err
+	}
+	jwks, err := signer.JWKS()
+	if err != nil {
+		return fmt.Errorf("encode key set: %w", err)
+	}
+	login, err := app.NewLoginHandler(store, signer)
+	if err != nil {
+		return err
+	}
+	h := &adapters.HTTP{
+		Register: app.NewRegisterHandler(store, &adapters.Events{Bus: n.Bus}, n.Logger()),
+		Login:    login,
+		Query:    store,
+		JWKS:     jwks,
+		Logger:   n.Logger(),
+	}
+	h.Routes(n.Mux)
+
+	opts, err := rpc.HandlerOptions(n.Tracer())
+	if err != nil {
+		return err
+	}
+	n.Mux.Handle(customerv1connect.NewCustomerServiceHandler(&adapters.RPC{Query: store}, opts...))
+	return nil
+}
+
+// Stop drains and closes the service.
+func (s *Service) Stop(ctx context.Context) error { return s.node.Stop(ctx) }
+
+// Hook returns the service as a lifecycle hook.
+func (s *Service) Hook() runtime.Hook {
+	return runtime.Hook{Name: Name, Start: s.Start, Stop: s.Stop}
+}
+
+// Addr is the service's listener address once started.
+func (s *Service) Addr() string { return s.node.Addr() }
+
+// AdminPassword returns the password generated for the admin account on
+// this start, or "" when none was generated.
+func (s *Service) AdminPassword() string { return s.generated }

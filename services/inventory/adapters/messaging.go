@@ -1,0 +1,119 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	inventoryv1 "github.com/mercato-shop/mercato/api/gen/inventory/v1"
+	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/services/inventory/domain"
+)
+
+// Event and command names of the inventory context.
+const (
+	CmdReserve    = "inventory.cmd.reserve"
+	CmdRelease    = "inventory.cmd.release"
+	EventReserved = "inventory.reserved"
+	EventFailed   = "inventory.failed"
+	EventReleased = "inventory.released"
+)
+
+// EventStream keeps the events inventory publishes.
+func EventStream() bus.Stream {
+	return bus.Stream{Name: "INVENTORY", Subjects: []string{EventReserved, EventFailed, EventReleased}}
+}
+
+// CommandStream is inventory's command queue: each command is consumed once.
+func CommandStream() bus.Stream {
+	return bus.Stream{Name: "INVENTORY_COMMANDS", Subjects: []string{"inventory.cmd.>"}, WorkQueue: true}
+}
+
+// CommandConsumer is the durable consumer of the command queue, shared by
+// every inventory instance.
+func CommandConsumer() bus.Consumer {
+	return bus.Consumer{Stream: "INVENTORY_COMMANDS", Durable: "inventory-commands"}
+}
+
+// Events publishes reservation outcomes.
+type Events struct {
+	Bus *bus.Bus
+}
+
+// eventIDs derives an event's id from what it answers, so that a command
+// redelivered after a crash produces the same id and the broker drops the
+// duplicate (Nats-Msg-Id dedupe).
+const eventIDSpace = "6f1d9b7e-2f5c-4a35-9a0e-5b0e6f1c2d3a"
+
+// PublishReservation announces r as inventory.reserved, inventory.failed or
+// inventory.released.
+func (e *Events) PublishReservation(ctx context.Context, r domain.Reservation) error {
+	var ev bus.Event
+	switch r.Status {
+	case domain.Held:
+		ev = bus.Event{Type: EventReserved, Data: &inventoryv1.StockReserved{OrderId: r.OrderID, Lines: toLines(r.Lines)}}
+	case domain.Failed:
+		ev = bus.Event{Type: EventFailed, Data: &inventoryv1.StockReservationFailed{OrderId: r.OrderID, Reason: r.Reason, ProductId: r.ProductID}}
+	case domain.Released:
+		ev = bus.Event{Type: EventReleased, Data: &inventoryv1.StockReleased{OrderId: r.OrderID, Lines: toLines(r.Lines)}}
+	}
+	ev.Subject = r.OrderID
+	ev.ID = uuid.NewSHA1(uuid.MustParse(eventIDSpace), []byte(ev.Type+"/"+r.OrderID)).String()
+	return e.Bus.Publish(ctx, ev)
+}
+
+func toLines(lines []domain.Line) []*inventoryv1.Line {
+	out := make([]*inventoryv1.Line, len(lines))
+	for i, l := range lines {
+		out[i] = &inventoryv1.Line{ProductId: l.ProductID, Quantity: int32(l.Quantity)}
+	}
+	return out
+}
+
+func fromLines(lines []*inventoryv1.Line) []domain.Line {
+	out := make([]domain.Line, len(lines))
+	for i, l := range lines {
+		out[i] = domain.Line{ProductID: l.GetProductId(), Quantity: int64(l.GetQuantity())}
+	}
+	return out
+}
+
+type reserveHandler interface {
+	Handle(ctx context.Context, orderID string, lines []domain.Line) (domain.Reservation, error)
+}
+
+type releaseHandler interface {
+	Handle(ctx context.Context, orderID string) (domain.Reservation, error)
+}
+
+// Commands handles the command queue. A command is acknowledged only after
+// its effect is committed and its answer published; a failure leaves it for
+// redelivery, which the idempotent handlers make safe.
+type Commands struct {
+	Reserve reserveHandler
+	Release releaseHandler
+}
+
+// Handlers routes commands by type.
+func (c *Commands) Handlers() bus.Handlers {
+	return bus.Handlers{
+		CmdReserve: bus.On(func(ctx context.Context, _ bus.Message, cmd *inventoryv1.ReserveStock) error {
+			_, err := c.Reserve.Handle(ctx, cmd.GetOrderId(), fromLines(cmd.GetLines()))
+			return poison(err)
+		}),
+		CmdRelease: bus.On(func(ctx context.Context, _ bus.Message, cmd *inventoryv1.ReleaseStock) error {
+			_, err := c.Release.Handle(ctx, cmd.GetOrderId())
+			return poison(err)
+		}),
+	}
+}
+
+// poison marks a command that can never succeed, so it is not redelivered.
+func poison(err error) error {
+	if errors.Is(err, domain.ErrInvalidReservation) {
+		return fmt.Errorf("%w: %w", bus.ErrPoison, err)
+	}
+	return err
+}
