@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mercato-shop/mercato/shop"
+)
+
+// upConfig is everything `mercato up` reads: flags, and the environment for
+// secrets. Nothing below cmd/ reads either.
+type upConfig struct {
+	addr          string
+	data          string
+	routes        string
+	logLevel      slog.Level
+	adminPassword string
+}
+
+func upCmd() *cobra.Command {
+	var cfg upConfig
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start the whole shop in one process (embedded broker, one SQLite database per service)",
+		Long: `Start every service in one process. The gateway listens on --addr; the broker
+and the services bind loopback ports the kernel picks and find each other
+through discovery. All state lives under --data.
+
+The admin account is admin@mercato.local. Its password comes from
+MERCATO_ADMIN_PASSWORD; when that is unset, the first start generates one and
+prints it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.adminPassword = os.Getenv("MERCATO_ADMIN_PASSWORD")
+			return up(cmd, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.addr, "addr", ":8080", "gateway listen address")
+	f.StringVar(&cfg.data, "data", "mercato-data", "directory for all state (broker store, databases)")
+	f.StringVar(&cfg.routes, "routes", "", "gateway route file (default: the built-in deploy/gateway/routes.yaml)")
+	f.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	return cmd
+}
+
+func up(cmd *cobra.Command, cfg upConfig) error {
+	var routes []byte
+	if cfg.routes != "" {
+		b, err := os.ReadFile(cfg.routes)
+		if err != nil {
+			return fmt.Errorf("read routes: %w", err)
+		}
+		routes = b
+	}
+	data, err := filepath.Abs(cfg.data)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	return shop.Run(cmd.Context(), shop.Config{
+		Addr:          cfg.addr,
+		DataDir:       data,
+		AdminPassword: cfg.adminPassword,
+		Routes:        routes,
+		LogOutput:     cmd.ErrOrStderr(),
+		LogLevel:      cfg.logLevel,
+	}, func(s *shop.Shop) { announce(out, s, data) })
+}
+
+func announce(w io.Writer, s *shop.Shop, data string) {
+	_, port, _ := net.SplitHostPort(s.GatewayAddr())
+	base := "http://localhost:" + port
+	fmt.Fprintf(w, "\nmercato is up: %s\n", base)
+	fmt.Fprintf(w, "  catalog:  curl %s/api/products\n", base)
+	fmt.Fprintf(w, "  data:     %s\n", data)
+	if pw := s.AdminPassword(); pw != "" {
+		fmt.Fprintf(w, "  admin:    admin@mercato.local / %s  (generated now; set MERCATO_ADMIN_PASSWORD to choose)\n", pw)
+	} else {
+		fmt.Fprintf(w, "  admin:    admin@mercato.local (password from MERCATO_ADMIN_PASSWORD or the first start)\n")
+	}
+	fmt.Fprintf(w, "  stop:     Ctrl-C\n\n")
+}

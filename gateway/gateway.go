@@ -1,0 +1,146 @@
+// Package gateway is mercato's API gateway: the one entry point for clients.
+// It routes REST requests to services found through discovery, verifies
+// access tokens at the edge and passes the caller's identity on, bounds
+// request bodies, and answers every error as RFC 9457 problem+json.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/mercato-shop/mercato/platform/discovery"
+	"github.com/mercato-shop/mercato/platform/telemetry"
+	"github.com/mercato-shop/mercato/platform/web"
+)
+
+// Gateway is the routing handler.
+type Gateway struct {
+	mux    *http.ServeMux
+	auth   *authenticator
+	proxy  *httputil.ReverseProxy
+	max    int64
+	logger *slog.Logger
+}
+
+type routeKey struct{}
+
+// New builds the gateway for cfg. transport reaches upstreams (it resolves
+// service names, see discovery.Transport); keyfunc finds token keys.
+func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *slog.Logger) *Gateway {
+	g := &Gateway{
+		mux:    http.NewServeMux(),
+		auth:   newAuthenticator(cfg.JWT, keyfunc),
+		max:    cfg.MaxBodyBytes,
+		logger: logger,
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:      g.rewrite,
+		Transport:    transport,
+		ErrorHandler: g.upstreamError,
+		ModifyResponse: func(resp *http.Response) error {
+			// The gateway already echoes the id; the upstream's copy would repeat it.
+			resp.Header.Del(telemetry.CorrelationHeader)
+			return nil
+		},
+		FlushInterval: -1, // stream responses (server-sent events) as they come
+	}
+	byPath := map[string][]Route{}
+	var paths []string
+	for _, r := range cfg.Routes {
+		if _, ok := byPath[r.Path]; !ok {
+			paths = append(paths, r.Path)
+		}
+		byPath[r.Path] = append(byPath[r.Path], r)
+	}
+	for _, p := range paths {
+		g.mux.Handle(p, g.routeHandler(byPath[p]))
+	}
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		web.Error(w, r, http.StatusNotFound, "no route for "+r.URL.Path)
+	})
+	return g
+}
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Identity headers are the gateway's to set; a client's copies never pass.
+	r.Header.Del(web.SubjectHeader)
+	r.Header.Del(web.RolesHeader)
+	g.mux.ServeHTTP(w, r)
+}
+
+func (g *Gateway) routeHandler(routes []Route) http.Handler {
+	var allow []string
+	for _, r := range routes {
+		allow = append(allow, r.Methods...)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := slices.IndexFunc(routes, func(rt Route) bool { return slices.Contains(rt.Methods, r.Method) })
+		if i < 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			web.Error(w, r, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path)
+			return
+		}
+		route := routes[i]
+		if r.ContentLength > g.max {
+			web.Error(w, r, http.StatusRequestEntityTooLarge, "the body is larger than the gateway accepts")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, g.max)
+		if route.Auth == AuthJWT {
+			caller, err := g.auth.verify(r)
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mercato"`)
+				web.Error(w, r, http.StatusUnauthorized, err.Error())
+				return
+			}
+			if len(route.Roles) > 0 && !slices.ContainsFunc(route.Roles, caller.HasRole) {
+				web.Error(w, r, http.StatusForbidden, "this needs the role "+strings.Join(route.Roles, " or "))
+				return
+			}
+			r.Header.Set(web.SubjectHeader, caller.Subject)
+			r.Header.Set(web.RolesHeader, strings.Join(caller.Roles, ","))
+		}
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
+	})
+}
+
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	route := pr.In.Context().Value(routeKey{}).(Route)
+	pr.SetURL(&url.URL{Scheme: "http", Host: route.Service})
+	pr.SetXForwarded()
+	pr.Out.Header.Set(telemetry.CorrelationHeader, telemetry.CorrelationID(pr.In.Context()))
+	// Rewrite drops hop-by-hop headers and the identity headers it did not set
+	// survive from In, so copy ours explicitly.
+	for _, h := range []string{web.SubjectHeader, web.RolesHeader} {
+		if v := pr.In.Header.Get(h); v != "" {
+			pr.Out.Header.Set(h, v)
+		}
+	}
+}
+
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		web.Error(w, r, http.StatusRequestEntityTooLarge, "the body is larger than the gateway accepts")
+	case errors.Is(err, discovery.ErrNoInstance):
+		web.Error(w, r, http.StatusServiceUnavailable, "the service is not available; try again shortly")
+	case errors.Is(err, context.DeadlineExceeded):
+		web.Error(w, r, http.StatusGatewayTimeout, "the service did not answer in time")
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
+		w.WriteHeader(499)
+	default:
+		g.logger.WarnContext(r.Context(), "upstream failed", "path", r.URL.Path, "err", err)
+		web.Error(w, r, http.StatusBadGateway, "the service failed to answer")
+	}
+}

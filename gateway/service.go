@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+
+	"github.com/mercato-shop/mercato/platform/discovery"
+	"github.com/mercato-shop/mercato/platform/node"
+	"github.com/mercato-shop/mercato/platform/runtime"
+	"github.com/mercato-shop/mercato/platform/telemetry"
+)
+
+// Name is the gateway's name in discovery.
+const Name = "gateway"
+
+// ServiceConfig configures a gateway instance.
+type ServiceConfig struct {
+	BusURL string
+	Listen string // the public address, such as :8080
+	Routes Config
+}
+
+// Service is a running gateway instance.
+type Service struct {
+	cfg  ServiceConfig
+	node *node.Node
+	stop context.CancelFunc
+}
+
+// NewService returns the gateway, not started.
+func NewService(cfg ServiceConfig, logger *slog.Logger, tp trace.TracerProvider) *Service {
+	return &Service{cfg: cfg, node: node.New(node.Config{
+		Service: Name,
+		BusURL:  cfg.BusURL,
+		Listen:  cfg.Listen,
+		Logger:  logger,
+		Tracer:  tp,
+	})}
+}
+
+// Start connects to discovery, loads the token keys and starts serving.
+func (s *Service) Start(ctx context.Context) error {
+	return s.node.Start(ctx, s.setup)
+}
+
+func (s *Service) setup(ctx context.Context) error {
+	n := s.node
+	transport := discovery.Transport(n.Registry, otelhttp.NewTransport(http.DefaultTransport,
+		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator())))
+
+	// The key set refreshes in the background for as long as the gateway runs.
+	keysCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = cancel
+	keys, err := keyfunc.NewDefaultOverrideCtx(keysCtx, []string{s.cfg.Routes.JWT.JWKS}, keyfunc.Override{
+		Client:          &http.Client{Transport: transport, Timeout: 5 * time.Second},
+		RefreshInterval: 10 * time.Minute,
+		// A token signed by a key not seen yet triggers a refresh, at most once a second.
+		RefreshUnknownKID: rate.NewLimiter(rate.Every(time.Second), 1),
+		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+			return func(ctx context.Context, err error) {
+				n.Logger().WarnContext(ctx, "refresh token keys", "url", u, "err", err)
+			}
+		},
+	})
+	if err != nil {
+		cancel()
+		return fmt.Errorf("token keys: %w", err)
+	}
+	n.Append(runtime.Hook{Name: "token keys", Stop: func(context.Context) error { cancel(); return nil }})
+	n.Mux.Handle("/", New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger()))
+	return nil
+}
+
+// Stop drains and closes the gateway.
+func (s *Service) Stop(ctx context.Context) error { return s.node.Stop(ctx) }
+
+// Hook returns the gateway as a lifecycle hook.
+func (s *Service) Hook() runtime.Hook {
+	return runtime.Hook{Name: Name, Start: s.Start, Stop: s.Stop}
+}
+
+// Addr is the gateway's listener address once started.
+func (s *Service) Addr() string { return s.node.Addr() }
