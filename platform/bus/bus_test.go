@@ -414,3 +414,40 @@ func TestOn_UndecodablePayloadIsPoison(t *testing.T) {
 		t.Errorf("err = %v, called = %v; want ErrPoison and no call", err, called)
 	}
 }
+
+func TestSubscribe_WaitsForTheStreamToBeDeclared(t *testing.T) {
+	bustest.Each(t, func(t *testing.T, target bustest.Target) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		b, err := bus.Connect(ctx, bus.Config{URL: target.URL, Source: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		name := bustest.Unique("LATE")
+		subject := bustest.Unique("t") + ".late"
+		t.Cleanup(func() { _ = b.JetStream().DeleteStream(context.Background(), name) })
+
+		subscribed := make(chan error, 1)
+		var sub *bus.Subscription
+		go func() {
+			var err error
+			sub, err = b.Subscribe(ctx, bus.Consumer{Stream: name, Durable: "late"}, bus.Handlers{subject: func(context.Context, bus.Message, []byte) error { return nil }})
+			subscribed <- err
+		}()
+		// The consumer's owner starts later than the consumer.
+		if err := b.EnsureStream(ctx, bus.Stream{Name: name, Subjects: []string{subject}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-subscribed; err != nil {
+			t.Fatalf("subscribe before the stream existed: %v", err)
+		}
+		sub.Stop()
+
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancelShort()
+		if _, err := b.Subscribe(short, bus.Consumer{Stream: bustest.Unique("NEVER"), Durable: "x"}, bus.Handlers{"x": nil}); err == nil {
+			t.Fatal("subscribe to a stream that never comes must fail when ctx ends")
+		}
+	})
+}

@@ -103,9 +103,10 @@ type Subscription struct {
 }
 
 // Subscribe creates or updates the durable consumer c and handles its
-// messages with hs until Stop. ctx bounds the set-up; handlers get a context
-// with ctx's values (not its cancellation), the message's trace and
-// correlation id, and a deadline of AckWait.
+// messages with hs until Stop. ctx bounds the set-up, including the wait for
+// a stream not declared yet; handlers get a context with ctx's values (not
+// its cancellation), the message's trace and correlation id, and a deadline
+// of AckWait.
 //
 // Handlers run concurrently, up to MaxInFlight at once, so deliveries are not
 // handled in stream order and a handler must be safe for concurrent use.
@@ -134,7 +135,7 @@ func (b *Bus) Subscribe(ctx context.Context, c Consumer, hs Handlers) (*Subscrip
 	} else {
 		cfg.FilterSubjects = c.Subjects
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, c.Stream, cfg)
+	cons, err := b.createConsumer(ctx, c.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s/%s: %w", c.Stream, c.Durable, err)
 	}
@@ -167,6 +168,23 @@ func (b *Bus) Subscribe(ctx context.Context, c Consumer, hs Handlers) (*Subscrip
 	}
 	s.cc = cc
 	return s, nil
+}
+
+// createConsumer waits for a stream that does not exist yet: its owner
+// declares it when it starts, and services may start in any order.
+func (b *Bus) createConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	for {
+		cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return cons, err
+		}
+		b.log.InfoContext(ctx, "waiting for the stream's owner to declare it", "stream", stream)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", err, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Stop stops intake and returns once the deliveries already received have

@@ -112,6 +112,12 @@ func (n *Node) Stop(ctx context.Context) error {
 	return err
 }
 
+// HTTPClient returns a client for calls to other services by name,
+// "http://inventory/...": discovery picks a live instance for each request.
+func (n *Node) HTTPClient() *http.Client {
+	return &http.Client{Transport: discovery.Transport(n.Registry, http.DefaultTransport)}
+}
+
 // Addr is the listener's address once started.
 func (n *Node) Addr() string {
 	if n.server == nil {

@@ -1,0 +1,156 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	inventoryv1 "github.com/mercato-shop/mercato/api/gen/inventory/v1"
+	moneyv1 "github.com/mercato-shop/mercato/api/gen/money/v1"
+	orderv1 "github.com/mercato-shop/mercato/api/gen/order/v1"
+	paymentv1 "github.com/mercato-shop/mercato/api/gen/payment/v1"
+	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/services/order/domain"
+)
+
+// Event types of the order context.
+const (
+	EventCreated   = "order.created"
+	EventConfirmed = "order.confirmed"
+	EventCancelled = "order.cancelled"
+)
+
+// EventStream keeps the events the order context publishes.
+func EventStream() bus.Stream {
+	return bus.Stream{Name: "ORDER", Subjects: []string{"order.>"}}
+}
+
+// Participants' commands and replies, as named by their owners' contracts.
+const (
+	cmdReserve = "inventory.cmd.reserve"
+	cmdRelease = "inventory.cmd.release"
+	cmdCharge  = "payment.cmd.charge"
+)
+
+// ReplyConsumers are the saga's durable consumers of its participants'
+// answers: one per participant stream.
+func ReplyConsumers() []bus.Consumer {
+	return []bus.Consumer{
+		{Stream: "INVENTORY", Durable: "order-saga", Subjects: []string{string(domain.StockReserved), string(domain.StockFailed), string(domain.StockReleased)}},
+		{Stream: "PAYMENT", Durable: "order-saga", Subjects: []string{string(domain.PaymentCompleted), string(domain.PaymentFailed)}},
+	}
+}
+
+// Sender puts saga commands on the participants' queues and publishes order
+// events.
+type Sender struct {
+	Bus *bus.Bus
+}
+
+// Send sends a saga command. Each send gets a new message id: a command sent
+// again on purpose (resume) must not be dropped as a duplicate.
+func (s *Sender) Send(ctx context.Context, cmd domain.Command) error {
+	var ev bus.Event
+	switch c := cmd.(type) {
+	case domain.ReserveStock:
+		lines := make([]*inventoryv1.Line, len(c.Lines))
+		for i, l := range c.Lines {
+			lines[i] = &inventoryv1.Line{ProductId: l.ProductID, Quantity: int32(l.Quantity)}
+		}
+		ev = bus.Event{Type: cmdReserve, Subject: c.OrderID, Data: &inventoryv1.ReserveStock{OrderId: c.OrderID, Lines: lines}}
+	case domain.ReleaseStock:
+		ev = bus.Event{Type: cmdRelease, Subject: c.OrderID, Data: &inventoryv1.ReleaseStock{OrderId: c.OrderID, Reason: c.Reason}}
+	case domain.ChargePayment:
+		ev = bus.Event{Type: cmdCharge, Subject: c.OrderID, Data: &paymentv1.ChargePayment{
+			OrderId: c.OrderID, CustomerId: c.CustomerID, Amount: money(c.Amount), PaymentToken: c.Token,
+		}}
+	default:
+		return fmt.Errorf("send: unknown command %T", cmd)
+	}
+	return s.Bus.Publish(ctx, ev)
+}
+
+// orderEventIDs derives an event id from the order and the event type, so
+// that announcing the same change twice yields one message (broker dedupe).
+const orderEventIDs = "2b8f7f9c-5d3e-4d0a-8a43-2f5a8e0c9b61"
+
+func eventID(orderID, typ string) string {
+	return uuid.NewSHA1(uuid.MustParse(orderEventIDs), []byte(typ+"/"+orderID)).String()
+}
+
+// OrderCreated publishes order.created.
+func (s *Sender) OrderCreated(ctx context.Context, o *domain.Order) error {
+	return s.Bus.Publish(ctx, bus.Event{
+		ID: eventID(o.ID(), EventCreated), Type: EventCreated, Subject: o.ID(), Time: o.CreatedAt(),
+		Data: &orderv1.OrderCreated{
+			OrderId: o.ID(), CustomerId: o.CustomerID(), Items: lines(o.Lines()), Total: money(o.Total()),
+			Saga: o.Saga(), CreatedAt: timestamppb.New(o.CreatedAt()),
+		},
+	})
+}
+
+// OrderChanged publishes order.confirmed or order.cancelled for o's status.
+func (s *Sender) OrderChanged(ctx context.Context, o *domain.Order) error {
+	at := timestamppb.New(o.UpdatedAt())
+	var ev bus.Event
+	switch o.Status() {
+	case domain.Confirmed:
+		ev = bus.Event{Type: EventConfirmed, Data: &orderv1.OrderConfirmed{OrderId: o.ID(), CustomerId: o.CustomerID(), ConfirmedAt: at}}
+	case domain.Cancelled:
+		ev = bus.Event{Type: EventCancelled, Data: &orderv1.OrderCancelled{OrderId: o.ID(), CustomerId: o.CustomerID(), Reason: o.Reason(), CancelledAt: at}}
+	default:
+		return nil
+	}
+	ev.ID, ev.Subject, ev.Time = eventID(o.ID(), ev.Type), o.ID(), o.UpdatedAt()
+	return s.Bus.Publish(ctx, ev)
+}
+
+func money(m domain.Money) *moneyv1.Money {
+	return &moneyv1.Money{Amount: m.Amount, Currency: m.Currency}
+}
+
+func lines(ls []domain.Line) []*orderv1.OrderLine {
+	out := make([]*orderv1.OrderLine, len(ls))
+	for i, l := range ls {
+		out[i] = &orderv1.OrderLine{ProductId: l.ProductID, Name: l.Name, Quantity: int32(l.Quantity), UnitPrice: money(l.UnitPrice)}
+	}
+	return out
+}
+
+type replyHandler interface {
+	Reply(ctx context.Context, orderID string, r domain.Reply) error
+}
+
+// Replies turns participants' events into saga replies.
+type Replies struct {
+	Saga replyHandler
+}
+
+// Handlers routes the participants' events.
+func (r *Replies) Handlers() bus.Handlers {
+	reply := func(ctx context.Context, orderID string, kind domain.ReplyKind, reason string) error {
+		if orderID == "" {
+			return fmt.Errorf("%s without an order id: %w", kind, bus.ErrPoison)
+		}
+		return r.Saga.Reply(ctx, orderID, domain.Reply{Kind: kind, Reason: reason})
+	}
+	return bus.Handlers{
+		string(domain.StockReserved): bus.On(func(ctx context.Context, _ bus.Message, ev *inventoryv1.StockReserved) error {
+			return reply(ctx, ev.GetOrderId(), domain.StockReserved, "")
+		}),
+		string(domain.StockFailed): bus.On(func(ctx context.Context, _ bus.Message, ev *inventoryv1.StockReservationFailed) error {
+			return reply(ctx, ev.GetOrderId(), domain.StockFailed, ev.GetReason())
+		}),
+		string(domain.StockReleased): bus.On(func(ctx context.Context, _ bus.Message, ev *inventoryv1.StockReleased) error {
+			return reply(ctx, ev.GetOrderId(), domain.StockReleased, "")
+		}),
+		string(domain.PaymentCompleted): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentCompleted) error {
+			return reply(ctx, ev.GetOrderId(), domain.PaymentCompleted, "")
+		}),
+		string(domain.PaymentFailed): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentFailed) error {
+			return reply(ctx, ev.GetOrderId(), domain.PaymentFailed, ev.GetReason())
+		}),
+	}
+}

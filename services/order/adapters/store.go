@@ -1,0 +1,211 @@
+// Package adapters connects the order context to the outside: its SQL
+// store, HTTP and RPC endpoints, the catalog client, and the bus (saga
+// commands out, participants' replies in).
+package adapters
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mercato-shop/mercato/platform/storage"
+	"github.com/mercato-shop/mercato/services/order/app"
+	"github.com/mercato-shop/mercato/services/order/domain"
+)
+
+// Store keeps orders and their sagas in the service's database.
+type Store struct {
+	db *storage.DB
+}
+
+func NewStore(db *storage.DB) *Store { return &Store{db: db} }
+
+// Create stores a new order with its saga in one transaction. With a key
+// already used for the same request it stores nothing and returns the id of
+// the order made then; with a key used for another request it fails with
+// domain.ErrIdempotencyMismatch.
+func (s *Store) Create(ctx context.Context, o *domain.Order, saga *domain.Saga, key *app.IdempotencyKey) (existing string, err error) {
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		existing = ""
+		if key != nil {
+			res, err := tx.ExecContext(ctx,
+				`INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id, created_at) VALUES ($1, $2, $3, $4, $5)
+				 ON CONFLICT (customer_id, key) DO NOTHING`,
+				o.CustomerID(), key.Key, key.RequestHash, o.ID(), o.CreatedAt().UnixMicro())
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				var hash, id string
+				if err := tx.QueryRowContext(ctx, `SELECT request_hash, order_id FROM idempotency_keys WHERE customer_id = $1 AND key = $2`,
+					o.CustomerID(), key.Key).Scan(&hash, &id); err != nil {
+					return err
+				}
+				if hash != key.RequestHash {
+					return domain.ErrIdempotencyMismatch
+				}
+				existing = id
+				return nil
+			}
+		}
+		t := o.Total()
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO orders (id, customer_id, status, reason, total_amount, currency, saga, version, created_at, updated_at)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			o.ID(), o.CustomerID(), o.Status(), o.Reason(), t.Amount, t.Currency, o.Saga(), o.Version(),
+			o.CreatedAt().UnixMicro(), o.UpdatedAt().UnixMicro()); err != nil {
+			return err
+		}
+		for _, l := range o.Lines() {
+			if _, err := tx.ExecContext(ctx,
+				`INSERT INTO order_lines (order_id, product_id, name, quantity, unit_amount) VALUES ($1, $2, $3, $4, $5)`,
+				o.ID(), l.ProductID, l.Name, l.Quantity, l.UnitPrice.Amount); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO sagas (order_id, step, cancel_reason, payment_token, attempts, updated_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			saga.OrderID(), saga.Step(), saga.CancelReason(), saga.PaymentToken(), saga.Attempts(), saga.UpdatedAt().UnixMicro())
+		return err
+	})
+	if err != nil && !errors.Is(err, domain.ErrIdempotencyMismatch) {
+		return "", fmt.Errorf("create order %s: %w", o.ID(), err)
+	}
+	return existing, err
+}
+
+// Order returns an order, or domain.ErrNotFound.
+func (s *Store) Order(ctx context.Context, id string) (*domain.Order, error) {
+	var o *domain.Order
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		o, err = loadOrder(ctx, tx, id)
+		return err
+	})
+	return o, err
+}
+
+// Update loads an order and its saga, lets fn change them, and saves both in
+// one transaction. A concurrent change of the same order is detected by its
+// version, and fn runs again on the fresh state.
+func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, saga *domain.Saga) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+			o, err := loadOrder(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			saga, err := loadSaga(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			before, sagaBefore := o.Version(), *saga
+			if err := fn(o, saga); err != nil {
+				return err
+			}
+			if o.Version() != before {
+				res, err := tx.ExecContext(ctx,
+					`UPDATE orders SET status = $1, reason = $2, version = $3, updated_at = $4 WHERE id = $5 AND version = $6`,
+					o.Status(), o.Reason(), o.Version(), o.UpdatedAt().UnixMicro(), id, before)
+				if err != nil {
+					return err
+				}
+				if n, err := res.RowsAffected(); err != nil || n != 1 {
+					return domain.ErrConflict
+				}
+			}
+			if *saga == sagaBefore {
+				return nil
+			}
+			// Guarded by the state read, so two deliveries of one reply cannot
+			// both advance the saga.
+			res, err := tx.ExecContext(ctx,
+				`UPDATE sagas SET step = $1, cancel_reason = $2, attempts = $3, updated_at = $4
+				 WHERE order_id = $5 AND step = $6 AND attempts = $7 AND updated_at = $8`,
+				saga.Step(), saga.CancelReason(), saga.Attempts(), saga.UpdatedAt().UnixMicro(),
+				id, sagaBefore.Step(), sagaBefore.Attempts(), sagaBefore.UpdatedAt().UnixMicro())
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return domain.ErrConflict
+			}
+			return nil
+		})
+		if errors.Is(err, domain.ErrConflict) && attempt < 5 {
+			continue
+		}
+		return err
+	}
+}
+
+// StaleSagas returns the ids of orders whose saga is in flight and has not
+// moved since before.
+func (s *Store) StaleSagas(ctx context.Context, before time.Time, limit int) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT order_id FROM sagas WHERE step <> $1 AND updated_at < $2 ORDER BY updated_at LIMIT $3`,
+		domain.Done, before.UnixMicro(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("stale sagas: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+func loadOrder(ctx context.Context, tx *sql.Tx, id string) (*domain.Order, error) {
+	var (
+		customer, status, reason, currency, saga string
+		amount, version, created, updated        int64
+	)
+	err := tx.QueryRowContext(ctx,
+		`SELECT customer_id, status, reason, total_amount, currency, saga, version, created_at, updated_at FROM orders WHERE id = $1`, id).
+		Scan(&customer, &status, &reason, &amount, &currency, &saga, &version, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, domain.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load order %s: %w", id, err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT product_id, name, quantity, unit_amount FROM order_lines WHERE order_id = $1 ORDER BY product_id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("load order lines %s: %w", id, err)
+	}
+	defer rows.Close()
+	var lines []domain.Line
+	for rows.Next() {
+		l := domain.Line{UnitPrice: domain.Money{Currency: currency}}
+		if err := rows.Scan(&l.ProductID, &l.Name, &l.Quantity, &l.UnitPrice.Amount); err != nil {
+			return nil, err
+		}
+		lines = append(lines, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return domain.Restore(id, customer, domain.Status(status), reason, lines, domain.Money{Amount: amount, Currency: currency},
+		saga, version, time.UnixMicro(created), time.UnixMicro(updated)), nil
+}
+
+func loadSaga(ctx context.Context, tx *sql.Tx, orderID string) (*domain.Saga, error) {
+	var (
+		step, reason, token string
+		attempts            int
+		updated             int64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT step, cancel_reason, payment_token, attempts, updated_at FROM sagas WHERE order_id = $1`, orderID).
+		Scan(&step, &reason, &token, &attempts, &updated)
+	if err != nil {
+		return nil, fmt.Errorf("load saga %s: %w", orderID, err)
+	}
+	return domain.RestoreSaga(orderID, domain.Step(step), reason, token, attempts, time.UnixMicro(updated)), nil
+}

@@ -1,0 +1,171 @@
+package adapters_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mercato-shop/mercato/platform/storage"
+	"github.com/mercato-shop/mercato/platform/storage/storagetest"
+	"github.com/mercato-shop/mercato/services/order/adapters"
+	"github.com/mercato-shop/mercato/services/order/app"
+	"github.com/mercato-shop/mercato/services/order/domain"
+	"github.com/mercato-shop/mercato/services/order/migrations"
+)
+
+func newOrder(t *testing.T, customer string) (*domain.Order, *domain.Saga) {
+	t.Helper()
+	o, err := domain.NewOrder(customer, []domain.Line{
+		{ProductID: uuid.Must(uuid.NewV7()).String(), Name: "Mug", Quantity: 2, UnitPrice: domain.Money{Amount: 1450, Currency: "EUR"}},
+	}, domain.Orchestrated, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, domain.NewSaga(o, "tok_ok", time.Now())
+}
+
+func TestStore_CreateAndRead(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := adapters.NewStore(db)
+		o, saga := newOrder(t, "c1")
+		if existing, err := s.Create(ctx, o, saga, nil); err != nil || existing != "" {
+			t.Fatalf("create: %q %v", existing, err)
+		}
+		got, err := s.Order(ctx, o.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.CustomerID() != "c1" || got.Status() != domain.Pending || got.Total() != o.Total() ||
+			len(got.Lines()) != 1 || got.Lines()[0] != o.Lines()[0] || got.Version() != 1 || got.Saga() != domain.Orchestrated {
+			t.Fatalf("read back %+v", got)
+		}
+		if _, err := s.Order(ctx, uuid.NewString()); !errors.Is(err, domain.ErrNotFound) {
+			t.Fatalf("unknown order: %v", err)
+		}
+	})
+}
+
+func TestStore_IdempotencyKey(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := adapters.NewStore(db)
+		key := &app.IdempotencyKey{Key: "k1", RequestHash: "h1"}
+
+		// Ten concurrent retries of one request make one order.
+		ids := make([]string, 10)
+		var wg sync.WaitGroup
+		for i := range ids {
+			wg.Go(func() {
+				o, saga := newOrder(t, "c1")
+				existing, err := s.Create(ctx, o, saga, key)
+				if err != nil {
+					t.Error(err)
+				}
+				ids[i] = o.ID()
+				if existing != "" {
+					ids[i] = existing
+				}
+			})
+		}
+		wg.Wait()
+		for _, id := range ids[1:] {
+			if id != ids[0] {
+				t.Fatalf("one key made several orders: %v", ids)
+			}
+		}
+		o, saga := newOrder(t, "c1")
+		if _, err := s.Create(ctx, o, saga, &app.IdempotencyKey{Key: "k1", RequestHash: "other"}); !errors.Is(err, domain.ErrIdempotencyMismatch) {
+			t.Fatalf("same key, other request: %v", err)
+		}
+		// Keys are per customer.
+		o2, saga2 := newOrder(t, "c2")
+		if existing, err := s.Create(ctx, o2, saga2, key); err != nil || existing != "" {
+			t.Fatalf("another customer's key: %q %v", existing, err)
+		}
+	})
+}
+
+func TestStore_UpdateAdvancesTheSagaOnceUnderDuplicateReplies(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := adapters.NewStore(db)
+		o, saga := newOrder(t, "c1")
+		if _, err := s.Create(ctx, o, saga, nil); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		advanced := 0
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				err := s.Update(ctx, o.ID(), func(o *domain.Order, saga *domain.Saga) error {
+					_, changed, err := saga.Handle(o, domain.Reply{Kind: domain.StockReserved}, time.Now())
+					if changed {
+						mu.Lock()
+						advanced++
+						mu.Unlock()
+					}
+					return err
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		// A losing attempt may have seen RESERVING before retrying, so count
+		// what was stored rather than attempts: the step moved exactly once.
+		var step string
+		var attempts int
+		if err := db.QueryRowContext(ctx, `SELECT step, attempts FROM sagas WHERE order_id = $1`, o.ID()).Scan(&step, &attempts); err != nil {
+			t.Fatal(err)
+		}
+		if step != string(domain.Charging) || attempts != 0 || advanced < 1 {
+			t.Fatalf("step %s attempts %d advanced %d", step, attempts, advanced)
+		}
+		err := s.Update(ctx, o.ID(), func(o *domain.Order, saga *domain.Saga) error {
+			_, _, err := saga.Handle(o, domain.Reply{Kind: domain.PaymentCompleted}, time.Now())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := s.Order(ctx, o.ID())
+		if got.Status() != domain.Confirmed || got.Version() != 2 {
+			t.Fatalf("confirmed order: %s v%d", got.Status(), got.Version())
+		}
+	})
+}
+
+func TestStore_StaleSagas(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := adapters.NewStore(db)
+		inFlight, saga := newOrder(t, "c1")
+		if _, err := s.Create(ctx, inFlight, saga, nil); err != nil {
+			t.Fatal(err)
+		}
+		done, saga2 := newOrder(t, "c1")
+		if _, err := s.Create(ctx, done, saga2, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Update(ctx, done.ID(), func(o *domain.Order, saga *domain.Saga) error {
+			_, _, err := saga.Handle(o, domain.Reply{Kind: domain.StockFailed}, time.Now())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := s.StaleSagas(ctx, time.Now().Add(time.Second), 10)
+		if err != nil || len(ids) != 1 || ids[0] != inFlight.ID() {
+			t.Fatalf("stale: %v %v", ids, err)
+		}
+		if ids, _ := s.StaleSagas(ctx, time.Now().Add(-time.Hour), 10); len(ids) != 0 {
+			t.Fatalf("a saga that moved recently is not stale: %v", ids)
+		}
+	})
+}

@@ -1,0 +1,169 @@
+// Package order is the order context: the order lifecycle (PENDING ->
+// CONFIRMED, or CANCELLED with a reason) and the orchestrated order saga of
+// the playbook, which reserves stock, charges the payment, and compensates
+// in reverse when a step fails.
+//
+// REST: POST /api/orders, GET /api/orders/{id}. RPC: order.v1.OrderService.
+// Sends inventory.cmd.reserve, inventory.cmd.release, payment.cmd.charge;
+// consumes inventory.reserved/failed/released, payment.completed/failed.
+// Publishes order.created, order.confirmed, order.cancelled.
+package order
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mercato-shop/mercato/api/gen/inventory/v1/inventoryv1connect"
+	"github.com/mercato-shop/mercato/api/gen/order/v1/orderv1connect"
+	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/node"
+	"github.com/mercato-shop/mercato/platform/rpc"
+	"github.com/mercato-shop/mercato/platform/runtime"
+	"github.com/mercato-shop/mercato/services/order/adapters"
+	"github.com/mercato-shop/mercato/services/order/app"
+	"github.com/mercato-shop/mercato/services/order/migrations"
+)
+
+// Name is the service's name in discovery.
+const Name = "order"
+
+// Config configures the order service.
+type Config struct {
+	DSN    string
+	BusURL string
+	Listen string
+	// SagaRetry is how long a saga step may wait for its reply before its
+	// command is sent again (default 5s). Commands are idempotent, so a
+	// repeat is safe; it makes up for a message lost on the way.
+	SagaRetry time.Duration
+}
+
+// Service is a running order service.
+type Service struct {
+	cfg  Config
+	node *node.Node
+}
+
+// New returns the service, not started.
+func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
+	if cfg.SagaRetry <= 0 {
+		cfg.SagaRetry = 5 * time.Second
+	}
+	return &Service{cfg: cfg, node: node.New(node.Config{
+		Service:    Name,
+		DSN:        cfg.DSN,
+		Migrations: migrations.FS,
+		BusURL:     cfg.BusURL,
+		Listen:     cfg.Listen,
+		Logger:     logger,
+		Tracer:     tp,
+	})}
+}
+
+// Start opens the database, consumes the saga's replies, resumes every saga
+// in flight, and starts serving.
+func (s *Service) Start(ctx context.Context) error {
+	return s.node.Start(ctx, s.setup)
+}
+
+func (s *Service) setup(ctx context.Context) error {
+	n := s.node
+	if err := n.Bus.EnsureStream(ctx, adapters.EventStream()); err != nil {
+		return err
+	}
+	clientOpts, err := rpc.ClientOptions(n.Tracer(), 0)
+	if err != nil {
+		return err
+	}
+	inventory := inventoryv1connect.NewInventoryServiceClient(n.HTTPClient(), "http://inventory", clientOpts...)
+
+	store := adapters.NewStore(n.DB)
+	sender := &adapters.Sender{Bus: n.Bus}
+	saga := app.NewSagaHandler(store, sender, n.Logger())
+	replies := &adapters.Replies{Saga: saga}
+	for _, c := range adapters.ReplyConsumers() {
+		var sub *bus.Subscription
+		n.Append(runtime.Hook{
+			Name: "saga replies from " + c.Stream,
+			Start: func(ctx context.Context) (err error) {
+				sub, err = n.Bus.Subscribe(ctx, c, replies.Handlers())
+				return err
+			},
+			Stop: func(context.Context) error { sub.Stop(); return nil },
+		})
+	}
+	n.Append(s.resumer(saga, store))
+
+	h := &adapters.HTTP{
+		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, sender, n.Logger()),
+		Orders: store,
+		Logger: n.Logger(),
+	}
+	h.Routes(n.Mux)
+	opts, err := rpc.HandlerOptions(n.Tracer())
+	if err != nil {
+		return err
+	}
+	n.Mux.Handle(orderv1connect.NewOrderServiceHandler(&adapters.RPC{Orders: store}, opts...))
+	return nil
+}
+
+// resumer sends again, on start, the pending command of every saga in
+// flight (a durable saga survives a restart), and later that of any saga
+// whose step has waited longer than SagaRetry.
+func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.Hook {
+	var (
+		stop context.CancelFunc
+		wg   sync.WaitGroup
+	)
+	log := s.node.Logger()
+	resume := func(ctx context.Context, before time.Time) {
+		n, err := saga.Resume(ctx, store, before)
+		if err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "resume sagas", "err", err)
+		}
+		if n > 0 {
+			log.InfoContext(ctx, "resumed sagas", "count", n)
+		}
+	}
+	return runtime.Hook{
+		Name: "saga resumer",
+		Start: func(ctx context.Context) error {
+			ctx, stop = context.WithCancel(context.WithoutCancel(ctx))
+			resume(ctx, time.Now())
+			wg.Go(func() {
+				t := time.NewTicker(s.cfg.SagaRetry / 2)
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+						resume(ctx, time.Now().Add(-s.cfg.SagaRetry))
+					}
+				}
+			})
+			return nil
+		},
+		Stop: func(context.Context) error {
+			stop()
+			wg.Wait()
+			return nil
+		},
+	}
+}
+
+// Stop drains and closes the service.
+func (s *Service) Stop(ctx context.Context) error { return s.node.Stop(ctx) }
+
+// Hook returns the service as a lifecycle hook.
+func (s *Service) Hook() runtime.Hook {
+	return runtime.Hook{Name: Name, Start: s.Start, Stop: s.Stop}
+}
+
+// Addr is the service's listener address once started.
+func (s *Service) Addr() string { return s.node.Addr() }
