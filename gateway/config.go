@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -42,6 +43,8 @@ type Route struct {
 	line    int
 }
 
+var routeKeys = []string{"path", "methods", "service", "auth", "roles"}
+
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 
 // ParseConfig reads a route file. Unknown keys and invalid routes are
@@ -64,9 +67,17 @@ func ParseConfig(data []byte) (Config, error) {
 	var errs []error
 	if cfg.JWT.Issuer == "" || cfg.JWT.Audience == "" || cfg.JWT.JWKS == "" {
 		errs = append(errs, errors.New("gateway config: jwt needs issuer, audience and jwks"))
+	} else if u, err := url.Parse(cfg.JWT.JWKS); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("gateway config: jwt.jwks %q must be an http(s) URL", cfg.JWT.JWKS))
 	}
 	seen := map[string]int{}
 	for _, n := range raw.Routes {
+		// Node.Decode ignores KnownFields, so route keys are checked here.
+		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; !slices.Contains(routeKeys, k.Value) {
+				errs = append(errs, fmt.Errorf("gateway config: line %d: unknown key %q", k.Line, k.Value))
+			}
+		}
 		var r Route
 		if err := n.Decode(&r); err != nil {
 			errs = append(errs, fmt.Errorf("gateway config: line %d: %w", n.Line, err))
@@ -90,6 +101,20 @@ func ParseConfig(data []byte) (Config, error) {
 			seen[key] = n.Line
 		}
 		cfg.Routes = append(cfg.Routes, r)
+	}
+	// New registers each path on a ServeMux, which panics on a bad or
+	// conflicting pattern: try them here, beside New's catch-all "/".
+	mux := http.NewServeMux()
+	mux.Handle("/", http.NotFoundHandler())
+	done := map[string]bool{}
+	for _, r := range cfg.Routes {
+		if done[r.Path] {
+			continue
+		}
+		done[r.Path] = true
+		if err := register(mux, r.Path); err != nil {
+			errs = append(errs, fmt.Errorf("gateway config: line %d: path %q: %w", r.line, r.Path, err))
+		}
 	}
 	if len(cfg.Routes) == 0 && len(errs) == 0 {
 		errs = append(errs, errors.New("gateway config: no routes"))
@@ -124,4 +149,15 @@ func (r Route) validate() []string {
 		out = append(out, fmt.Sprintf("auth %q must be none or jwt", r.Auth))
 	}
 	return out
+}
+
+// register adds pattern to mux; ServeMux reports a bad pattern only by panicking.
+func register(mux *http.ServeMux, pattern string) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%v", v)
+		}
+	}()
+	mux.Handle(pattern, http.NotFoundHandler())
+	return nil
 }

@@ -62,6 +62,9 @@ func (s *Service) setup(ctx context.Context) error {
 	keys, err := keyfunc.NewDefaultOverrideCtx(keysCtx, []string{s.cfg.Routes.JWT.JWKS}, keyfunc.Override{
 		Client:          &http.Client{Transport: transport, Timeout: 5 * time.Second},
 		RefreshInterval: 10 * time.Minute,
+		// A token with an unknown kid waits at most this long for a refresh,
+		// so a flood of made-up kids cannot hold requests for a minute.
+		RateLimitWaitMax: time.Second,
 		// A token signed by a key not seen yet triggers a refresh, at most once a second.
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(time.Second), 1),
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
