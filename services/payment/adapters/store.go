@@ -1,0 +1,105 @@
+// Package adapters connects the payment context to the outside: its SQL
+// store, the payment provider behind an anti-corruption layer, HTTP and RPC
+// endpoints, and the payment-processing work queue.
+package adapters
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mercato-shop/mercato/platform/storage"
+	"github.com/mercato-shop/mercato/services/payment/domain"
+)
+
+// Store keeps payments in the service's database.
+type Store struct {
+	db *storage.DB
+}
+
+func NewStore(db *storage.DB) *Store { return &Store{db: db} }
+
+const columns = `id, order_id, customer_id, amount, currency, status, reason, provider_charge_id, provider_refund_id, created_at, updated_at`
+
+// GetOrCreate stores p unless its order has a payment already, and returns
+// the order's payment: p, or the one stored first. Concurrent calls for one
+// order all return the same payment.
+func (s *Store) GetOrCreate(ctx context.Context, p *domain.Payment) (*domain.Payment, error) {
+	_, err := s.db.ExecContext(ctx,
+		`INSERT INTO payments (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		 ON CONFLICT (order_id) DO NOTHING`,
+		p.ID(), p.OrderID(), p.CustomerID(), p.Amount().Amount, p.Amount().Currency, p.Status(), p.Reason(),
+		p.ChargeID(), p.RefundID(), p.CreatedAt().UnixMicro(), p.UpdatedAt().UnixMicro())
+	if err != nil {
+		return nil, fmt.Errorf("create payment of order %s: %w", p.OrderID(), err)
+	}
+	return s.ByOrder(ctx, p.OrderID())
+}
+
+// Update stores p's status, reason, provider ids and update time, only if
+// the stored status is still from. ok is false when another delivery moved
+// the payment first; its change stands.
+func (s *Store) Update(ctx context.Context, p *domain.Payment, from domain.Status) (ok bool, err error) {
+	// One conditional statement: atomic on both engines, no row lock needed.
+	res, err := s.db.ExecContext(ctx,
+		`UPDATE payments SET status = $1, reason = $2, provider_charge_id = $3, provider_refund_id = $4, updated_at = $5
+		 WHERE id = $6 AND status = $7`,
+		p.Status(), p.Reason(), p.ChargeID(), p.RefundID(), p.UpdatedAt().UnixMicro(), p.ID(), from)
+	if err != nil {
+		return false, fmt.Errorf("update payment %s: %w", p.ID(), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("update payment %s: %w", p.ID(), err)
+	}
+	return n == 1, nil
+}
+
+// ByID returns a payment, or domain.ErrNotFound.
+func (s *Store) ByID(ctx context.Context, id string) (*domain.Payment, error) {
+	p, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM payments WHERE id = $1`, id))
+	if err != nil {
+		return nil, fmt.Errorf("get payment %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// ByOrder returns an order's payment, or domain.ErrNotFound.
+func (s *Store) ByOrder(ctx context.Context, orderID string) (*domain.Payment, error) {
+	p, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM payments WHERE order_id = $1`, orderID))
+	if err != nil {
+		return nil, fmt.Errorf("get payment of order %s: %w", orderID, err)
+	}
+	return p, nil
+}
+
+// ListByOrder returns an order's payments: none or one.
+func (s *Store) ListByOrder(ctx context.Context, orderID string) ([]*domain.Payment, error) {
+	p, err := s.ByOrder(ctx, orderID)
+	if errors.Is(err, domain.ErrNotFound) {
+		return []*domain.Payment{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []*domain.Payment{p}, nil
+}
+
+func scan(row *sql.Row) (*domain.Payment, error) {
+	var (
+		id, orderID, customerID, status, reason, chargeID, refundID string
+		amount                                                      domain.Money
+		created, updated                                            int64
+	)
+	err := row.Scan(&id, &orderID, &customerID, &amount.Amount, &amount.Currency, &status, &reason, &chargeID, &refundID, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, domain.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return domain.Restore(id, orderID, customerID, amount, domain.Status(status), reason, chargeID, refundID,
+		time.UnixMicro(created), time.UnixMicro(updated)), nil
+}

@@ -1,0 +1,208 @@
+// Package app holds the payment context's use cases: charging and refunding
+// an order (commands of the payment-processing queue, steps and
+// compensations of the order saga) and the query of an order's payments.
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mercato-shop/mercato/services/payment/domain"
+)
+
+type paymentStore interface {
+	GetOrCreate(ctx context.Context, p *domain.Payment) (*domain.Payment, error)
+	Update(ctx context.Context, p *domain.Payment, from domain.Status) (bool, error)
+	ByOrder(ctx context.Context, orderID string) (*domain.Payment, error)
+}
+
+type charger interface {
+	Charge(ctx context.Context, p *domain.Payment, token string) (domain.ChargeOutcome, error)
+}
+
+type chargePublisher interface {
+	// PublishCharged announces a settled payment as payment.completed or payment.failed.
+	PublishCharged(ctx context.Context, p *domain.Payment) error
+	// PublishInvalid answers a malformed charge with payment.failed.
+	PublishInvalid(ctx context.Context, orderID string, amount domain.Money) error
+}
+
+// Charge is the command to capture an order's amount from a card token.
+type Charge struct {
+	OrderID    string
+	CustomerID string
+	Amount     domain.Money
+	Token      string
+}
+
+// ChargeHandler captures an order's amount through the provider and answers
+// with payment.completed or payment.failed.
+type ChargeHandler struct {
+	store    paymentStore
+	provider charger
+	events   chargePublisher
+	now      func() time.Time
+}
+
+func NewChargeHandler(store paymentStore, provider charger, events chargePublisher) ChargeHandler {
+	return ChargeHandler{store: store, provider: provider, events: events, now: time.Now}
+}
+
+// Handle is idempotent per order id: a repeated command, even delivered
+// twice at once, captures at most once and announces the same outcome
+// again. A provider that is unavailable makes it return an error wrapping
+// domain.ErrProviderUnavailable: the command is to be retried later.
+func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment, error) {
+	p, err := domain.NewPayment(cmd.OrderID, cmd.CustomerID, cmd.Amount, h.now())
+	if err == nil && cmd.Token == "" {
+		err = fmt.Errorf("%w: payment token is required", domain.ErrInvalidCommand)
+	}
+	if err != nil {
+		if cmd.OrderID == "" {
+			return nil, err
+		}
+		// A malformed command still gets an answer, so the saga does not wait.
+		return nil, h.events.PublishInvalid(ctx, cmd.OrderID, cmd.Amount)
+	}
+	// The order's payment is created once; a refund that came first left a
+	// VOIDED one, which refuses the charge.
+	if p, err = h.store.GetOrCreate(ctx, p); err != nil {
+		return nil, err
+	}
+	if !p.Settled() {
+		if p, err = h.settle(ctx, p, cmd.Token); err != nil {
+			return nil, err
+		}
+	}
+	return p, h.events.PublishCharged(ctx, p)
+}
+
+func (h ChargeHandler) settle(ctx context.Context, p *domain.Payment, token string) (*domain.Payment, error) {
+	// The payment id is the provider's idempotency key: however many
+	// deliveries get here, at once or after a crash, it captures once and
+	// gives each the same answer.
+	outcome, err := h.provider.Charge(ctx, p, token)
+	if err != nil {
+		// Unavailable or refused (domain.ErrProviderRejected), the command
+		// is retried: dropping it would leave the payment PENDING and the
+		// saga without an answer, and a refusal is a fault to fix, not a
+		// decline to announce.
+		return nil, err
+	}
+	if err := p.Settle(outcome, h.now()); err != nil {
+		return nil, err
+	}
+	ok, err := h.store.Update(ctx, p, domain.Pending)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		// Another delivery settled it first; what it stored stands.
+		return h.store.ByOrder(ctx, p.OrderID())
+	}
+	return p, nil
+}
+
+type refunder interface {
+	Refund(ctx context.Context, p *domain.Payment) (refundID string, err error)
+}
+
+type refundPublisher interface {
+	// PublishRefunded announces payment.refunded with what was given back.
+	PublishRefunded(ctx context.Context, p *domain.Payment) error
+}
+
+// RefundHandler gives back what an order paid (the saga's compensation) and
+// answers with payment.refunded.
+type RefundHandler struct {
+	store    paymentStore
+	provider refunder
+	events   refundPublisher
+	now      func() time.Time
+}
+
+func NewRefundHandler(store paymentStore, provider refunder, events refundPublisher) RefundHandler {
+	return RefundHandler{store: store, provider: provider, events: events, now: time.Now}
+}
+
+// Handle is idempotent per order id: money goes back at most once. A refund
+// that comes before the charge voids the order's payment, so the charge,
+// when it comes, captures nothing. A charge still in progress makes it
+// return an error wrapping domain.ErrChargeInProgress, to be retried later:
+// what is not captured yet cannot be refunded, and must not be left behind.
+func (h RefundHandler) Handle(ctx context.Context, orderID string) (*domain.Payment, error) {
+	if orderID == "" {
+		return nil, fmt.Errorf("%w: order id is required", domain.ErrInvalidCommand)
+	}
+	p, err := h.store.GetOrCreate(ctx, domain.NewVoided(orderID, h.now()))
+	if err != nil {
+		return nil, err
+	}
+	switch p.Status() {
+	case domain.Pending:
+		return nil, fmt.Errorf("refund order %s: %w", orderID, domain.ErrChargeInProgress)
+	case domain.Captured:
+		if p, err = h.refund(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	// REFUNDED announces the amount again; DECLINED and VOIDED announce zero.
+	return p, h.events.PublishRefunded(ctx, p)
+}
+
+func (h RefundHandler) refund(ctx context.Context, p *domain.Payment) (*domain.Payment, error) {
+	// "refund-" + payment id is the provider's idempotency key: one refund
+	// however often this runs.
+	refundID, err := h.provider.Refund(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Refund(refundID, h.now()); err != nil {
+		return nil, err
+	}
+	ok, err := h.store.Update(ctx, p, domain.Captured)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return h.store.ByOrder(ctx, p.OrderID())
+	}
+	return p, nil
+}
+
+type paymentLister interface {
+	ListByOrder(ctx context.Context, orderID string) ([]*domain.Payment, error)
+}
+
+// Viewer is who asks about payments: a customer sees the payments of their
+// own orders, an admin sees any.
+type Viewer struct {
+	CustomerID string
+	Admin      bool
+}
+
+// OrderPaymentsHandler answers the query "what did this order pay".
+type OrderPaymentsHandler struct {
+	store paymentLister
+}
+
+func NewOrderPaymentsHandler(store paymentLister) OrderPaymentsHandler {
+	return OrderPaymentsHandler{store: store}
+}
+
+// Handle returns the order's payments that v may see: none, rather than an
+// error, for another customer's order, so that nothing leaks.
+func (h OrderPaymentsHandler) Handle(ctx context.Context, orderID string, v Viewer) ([]*domain.Payment, error) {
+	ps, err := h.store.ListByOrder(ctx, orderID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*domain.Payment, 0, len(ps))
+	for _, p := range ps {
+		if v.Admin || (v.CustomerID != "" && p.CustomerID() == v.CustomerID) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,260 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/mercato-shop/mercato/external/paysim"
+	"github.com/mercato-shop/mercato/platform/storage"
+	"github.com/mercato-shop/mercato/platform/storage/storagetest"
+	"github.com/mercato-shop/mercato/services/payment/adapters"
+	"github.com/mercato-shop/mercato/services/payment/app"
+	"github.com/mercato-shop/mercato/services/payment/domain"
+	"github.com/mercato-shop/mercato/services/payment/migrations"
+)
+
+// published is what a handler announced.
+type published struct {
+	kind    string // charged, invalid, refunded
+	orderID string
+	status  domain.Status
+	reason  string
+	amount  domain.Money
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	out []published
+}
+
+func (r *recorder) add(p published) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.out = append(r.out, p)
+	return nil
+}
+
+func (r *recorder) PublishCharged(_ context.Context, p *domain.Payment) error {
+	return r.add(published{kind: "charged", orderID: p.OrderID(), status: p.Status(), reason: p.Reason(), amount: p.Amount()})
+}
+
+func (r *recorder) PublishInvalid(_ context.Context, orderID string, amount domain.Money) error {
+	return r.add(published{kind: "invalid", orderID: orderID, amount: amount})
+}
+
+func (r *recorder) PublishRefunded(_ context.Context, p *domain.Payment) error {
+	return r.add(published{kind: "refunded", orderID: p.OrderID(), status: p.Status(), amount: p.RefundedAmount()})
+}
+
+func (r *recorder) all() []published {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]published(nil), r.out...)
+}
+
+type fixture struct {
+	store  *adapters.Store
+	sim    *paysim.Simulator
+	events *recorder
+	charge app.ChargeHandler
+	refund app.RefundHandler
+}
+
+func setup(t *testing.T, db *storage.DB) fixture {
+	t.Helper()
+	sim := paysim.New(paysim.Config{})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	store := adapters.NewStore(db)
+	provider := adapters.NewProvider(srv.URL, &http.Client{}, 0)
+	events := &recorder{}
+	return fixture{
+		store: store, sim: sim, events: events,
+		charge: app.NewChargeHandler(store, provider, events),
+		refund: app.NewRefundHandler(store, provider, events),
+	}
+}
+
+func chargeCmd(token string) app.Charge {
+	return app.Charge{OrderID: uuid.NewString(), CustomerID: "c1", Amount: domain.Money{Amount: 2500, Currency: "EUR"}, Token: token}
+}
+
+func TestCharge_ConcurrentDeliveriesCaptureOnce(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		f := setup(t, db)
+		cmd := chargeCmd(paysim.TokenOK)
+		const n = 8
+		got := make([]*domain.Payment, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				var err error
+				if got[i], err = f.charge.Handle(context.Background(), cmd); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		for _, p := range got {
+			if p.Status() != domain.Captured || p.ID() != got[0].ID() || p.ChargeID() != got[0].ChargeID() {
+				t.Fatalf("deliveries disagree: %+v vs %+v", p, got[0])
+			}
+		}
+		if c := f.sim.Captures(); c != 1 {
+			t.Fatalf("%d captures, want 1", c)
+		}
+		for _, e := range f.events.all() {
+			if e.kind != "charged" || e.status != domain.Captured {
+				t.Fatalf("announced %+v", e)
+			}
+		}
+	})
+}
+
+func TestCharge_DeclineAndUnavailableProvider(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		f := setup(t, db)
+		p, err := f.charge.Handle(ctx, chargeCmd(paysim.TokenDecline))
+		if err != nil || p.Status() != domain.Declined || p.Reason() != domain.ReasonDeclined {
+			t.Fatalf("decline: %+v %v", p, err)
+		}
+
+		cmd := chargeCmd(paysim.TokenOK)
+		f.sim.SetFailureRate(1)
+		if _, err := f.charge.Handle(ctx, cmd); !errors.Is(err, domain.ErrProviderUnavailable) {
+			t.Fatalf("provider down: %v, want ErrProviderUnavailable", err)
+		}
+		if p, err := f.store.ByOrder(ctx, cmd.OrderID); err != nil || p.Status() != domain.Pending {
+			t.Fatalf("while the provider is down: %+v %v, want PENDING", p, err)
+		}
+		if n := len(f.events.all()); n != 1 {
+			t.Fatalf("%d announcements, want only the decline", n)
+		}
+		f.sim.SetFailureRate(0)
+		if p, err := f.charge.Handle(ctx, cmd); err != nil || p.Status() != domain.Captured {
+			t.Fatalf("retry: %+v %v", p, err)
+		}
+	})
+}
+
+func TestCharge_InvalidCommandsAreAnswered(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		f := setup(t, db)
+		for name, mutate := range map[string]func(*app.Charge){
+			"no customer":  func(c *app.Charge) { c.CustomerID = "" },
+			"zero amount":  func(c *app.Charge) { c.Amount.Amount = 0 },
+			"bad currency": func(c *app.Charge) { c.Amount.Currency = "eur" },
+			"no token":     func(c *app.Charge) { c.Token = "" },
+		} {
+			cmd := chargeCmd(paysim.TokenOK)
+			mutate(&cmd)
+			if _, err := f.charge.Handle(ctx, cmd); err != nil {
+				t.Fatalf("%s: %v, want an answer", name, err)
+			}
+			if _, err := f.store.ByOrder(ctx, cmd.OrderID); !errors.Is(err, domain.ErrNotFound) {
+				t.Fatalf("%s: a payment was stored: %v", name, err)
+			}
+		}
+		for _, e := range f.events.all() {
+			if e.kind != "invalid" {
+				t.Fatalf("announced %+v", e)
+			}
+		}
+		noOrder := chargeCmd(paysim.TokenOK)
+		noOrder.OrderID = ""
+		if _, err := f.charge.Handle(ctx, noOrder); !errors.Is(err, domain.ErrInvalidCommand) {
+			t.Fatalf("no order id: %v, want ErrInvalidCommand", err)
+		}
+		if _, err := f.refund.Handle(ctx, ""); !errors.Is(err, domain.ErrInvalidCommand) {
+			t.Fatalf("refund without order id: %v", err)
+		}
+		if c := f.sim.Captures(); c != 0 {
+			t.Fatalf("%d captures, want 0", c)
+		}
+	})
+}
+
+func TestRefund_WaitsForTheChargeThenRefundsOnce(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		f := setup(t, db)
+		cmd := chargeCmd(paysim.TokenOK)
+
+		// A charge stuck on the provider leaves the payment PENDING.
+		f.sim.SetFailureRate(1)
+		if _, err := f.charge.Handle(ctx, cmd); err == nil {
+			t.Fatal("charge succeeded with the provider down")
+		}
+		f.sim.SetFailureRate(0)
+		if _, err := f.refund.Handle(ctx, cmd.OrderID); !errors.Is(err, domain.ErrChargeInProgress) {
+			t.Fatalf("refund of a pending charge: %v, want ErrChargeInProgress", err)
+		}
+
+		if _, err := f.charge.Handle(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			p, err := f.refund.Handle(ctx, cmd.OrderID)
+			if err != nil || p.Status() != domain.Refunded {
+				t.Fatalf("refund: %+v %v", p, err)
+			}
+		}
+		if n := f.sim.Refunds(); n != 1 {
+			t.Fatalf("%d provider refunds, want 1", n)
+		}
+		// A late copy of the charge announces its outcome again and captures nothing.
+		if p, err := f.charge.Handle(ctx, cmd); err != nil || p.Status() != domain.Refunded || f.sim.Captures() != 1 {
+			t.Fatalf("late charge: %+v %v, %d captures", p, err, f.sim.Captures())
+		}
+		var refunds []published
+		for _, e := range f.events.all() {
+			if e.kind == "refunded" {
+				refunds = append(refunds, e)
+			}
+		}
+		if len(refunds) != 2 || refunds[0].amount != cmd.Amount || refunds[1].amount != cmd.Amount {
+			t.Fatalf("refund announcements %+v, want the amount twice", refunds)
+		}
+	})
+}
+
+func TestRefund_BeforeChargeVoidsThePayment(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		f := setup(t, db)
+		cmd := chargeCmd(paysim.TokenOK)
+		p, err := f.refund.Handle(ctx, cmd.OrderID)
+		if err != nil || p.Status() != domain.Voided || p.RefundedAmount().Amount != 0 {
+			t.Fatalf("refund first: %+v %v", p, err)
+		}
+		p, err = f.charge.Handle(ctx, cmd)
+		if err != nil || p.Status() != domain.Voided || p.Reason() != domain.ReasonVoided {
+			t.Fatalf("late charge: %+v %v", p, err)
+		}
+		if c := f.sim.Captures(); c != 0 {
+			t.Fatalf("%d captures, want 0", c)
+		}
+
+		declined := chargeCmd(paysim.TokenDecline)
+		if _, err := f.charge.Handle(ctx, declined); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := f.refund.Handle(ctx, declined.OrderID); err != nil || p.Status() != domain.Declined || p.RefundedAmount().Amount != 0 {
+			t.Fatalf("refund of a declined payment: %+v %v", p, err)
+		}
+		if n := f.sim.Refunds(); n != 0 {
+			t.Fatalf("%d provider refunds, want 0", n)
+		}
+	})
+}

@@ -1,0 +1,123 @@
+// Package payment is the payment context: one payment per order, captured
+// and refunded through an external payment provider that it reaches only
+// through an anti-corruption layer (adapters.Provider).
+//
+// REST: GET /api/payments?order_id=. RPC: payment.v1.PaymentService
+// (GetPayment, ListPayments). Commands on the payment-processing work queue:
+// payment.cmd.charge, payment.cmd.refund. Publishes payment.completed,
+// payment.failed, payment.refunded.
+package payment
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/mercato-shop/mercato/api/gen/payment/v1/paymentv1connect"
+	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/node"
+	"github.com/mercato-shop/mercato/platform/rpc"
+	"github.com/mercato-shop/mercato/platform/runtime"
+	"github.com/mercato-shop/mercato/platform/telemetry"
+	"github.com/mercato-shop/mercato/services/payment/adapters"
+	"github.com/mercato-shop/mercato/services/payment/app"
+	"github.com/mercato-shop/mercato/services/payment/migrations"
+)
+
+// Name is the service's name in discovery.
+const Name = "payment"
+
+// Config configures the payment service.
+type Config struct {
+	DSN    string
+	BusURL string
+	Listen string
+	// ProviderURL is the payment provider's base URL (paysim), required.
+	ProviderURL string
+	// ProviderTimeout bounds one provider call; default 5s.
+	ProviderTimeout time.Duration
+}
+
+// Service is a running payment service.
+type Service struct {
+	cfg  Config
+	node *node.Node
+}
+
+// New returns the service, not started.
+func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
+	if cfg.ProviderTimeout <= 0 {
+		cfg.ProviderTimeout = adapters.DefaultProviderTimeout
+	}
+	return &Service{cfg: cfg, node: node.New(node.Config{
+		Service:    Name,
+		DSN:        cfg.DSN,
+		Migrations: migrations.FS,
+		BusURL:     cfg.BusURL,
+		Listen:     cfg.Listen,
+		Logger:     logger,
+		Tracer:     tp,
+	})}
+}
+
+// Start opens the database, consumes the payment-processing queue and
+// starts serving.
+func (s *Service) Start(ctx context.Context) error {
+	if s.cfg.ProviderURL == "" {
+		return errors.New("payment: ProviderURL is required")
+	}
+	return s.node.Start(ctx, s.setup)
+}
+
+func (s *Service) setup(ctx context.Context) error {
+	n := s.node
+	store := adapters.NewStore(n.DB)
+	// Calls to the provider are traced like any outgoing request.
+	client := &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport,
+		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator()))}
+	provider := adapters.NewProvider(s.cfg.ProviderURL, client, s.cfg.ProviderTimeout)
+
+	for _, st := range []bus.Stream{adapters.EventStream(), adapters.CommandStream()} {
+		if err := n.Bus.EnsureStream(ctx, st); err != nil {
+			return err
+		}
+	}
+	events := &adapters.Events{Bus: n.Bus}
+	commands := &adapters.Commands{
+		Charge: app.NewChargeHandler(store, provider, events),
+		Refund: app.NewRefundHandler(store, provider, events),
+	}
+	var sub *bus.Subscription
+	n.Append(runtime.Hook{
+		Name: "payment-processing consumer",
+		Start: func(ctx context.Context) (err error) {
+			sub, err = n.Bus.Subscribe(ctx, adapters.CommandConsumer(), commands.Handlers())
+			return err
+		},
+		Stop: func(context.Context) error { sub.Stop(); return nil },
+	})
+
+	(&adapters.HTTP{Payments: app.NewOrderPaymentsHandler(store), Logger: n.Logger()}).Routes(n.Mux)
+	opts, err := rpc.HandlerOptions(n.Tracer())
+	if err != nil {
+		return err
+	}
+	n.Mux.Handle(paymentv1connect.NewPaymentServiceHandler(&adapters.RPC{Payments: store}, opts...))
+	return nil
+}
+
+// Stop drains and closes the service.
+func (s *Service) Stop(ctx context.Context) error { return s.node.Stop(ctx) }
+
+// Hook returns the service as a lifecycle hook.
+func (s *Service) Hook() runtime.Hook {
+	return runtime.Hook{Name: Name, Start: s.Start, Stop: s.Stop}
+}
+
+// Addr is the service's listener address once started.
+func (s *Service) Addr() string { return s.node.Addr() }
