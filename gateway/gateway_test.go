@@ -169,11 +169,13 @@ func TestGateway_CarriesTheCorrelationID(t *testing.T) {
 }
 
 func TestGateway_ShippedRoutes(t *testing.T) {
-	customer, inventory := newUpstream(t), newUpstream(t)
+	customer, inventory, order, payment := newUpstream(t), newUpstream(t), newUpstream(t), newUpstream(t)
 	keys := newSigner(t, "k1")
 	url, client := serve(t, string(deploy.GatewayRoutes()), map[string][]string{
 		"customer":  {customer.addr()},
 		"inventory": {inventory.addr()},
+		"order":     {order.addr()},
+		"payment":   {payment.addr()},
 	}, keys.jwksKeyfunc(t))
 
 	tests := []struct {
@@ -191,11 +193,20 @@ func TestGateway_ShippedRoutes(t *testing.T) {
 		{method: http.MethodGet, path: "/api/customers/me", token: true, wantStatus: http.StatusOK, wantAt: customer},
 		{method: http.MethodGet, path: "/api/customers", wantStatus: http.StatusMethodNotAllowed},
 		{method: http.MethodDelete, path: "/api/products/42", wantStatus: http.StatusMethodNotAllowed},
-		{method: http.MethodGet, path: "/api/orders", wantStatus: http.StatusNotFound},
+		{method: http.MethodPost, path: "/api/orders", wantStatus: http.StatusUnauthorized},
+		{method: http.MethodPost, path: "/api/orders", token: true, wantStatus: http.StatusOK, wantAt: order},
+		{method: http.MethodGet, path: "/api/orders/7", token: true, wantStatus: http.StatusOK, wantAt: order},
+		{method: http.MethodGet, path: "/api/payments?order_id=7", token: true, wantStatus: http.StatusOK, wantAt: payment},
+		{method: http.MethodGet, path: "/api/payments", wantStatus: http.StatusUnauthorized},
+		{method: http.MethodGet, path: "/api/nowhere", wantStatus: http.StatusNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			before := map[*upstream]int{customer: len(customer.received()), inventory: len(inventory.received())}
+			all := []*upstream{customer, inventory, order, payment}
+			before := map[*upstream]int{}
+			for _, up := range all {
+				before[up] = len(up.received())
+			}
 			req := newRequest(t, tt.method, url+tt.path, nil)
 			if tt.token {
 				req.Header.Set("Authorization", "Bearer "+keys.sign(t, claimsFor("c-1", "customer")))
@@ -205,7 +216,7 @@ func TestGateway_ShippedRoutes(t *testing.T) {
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tt.wantStatus, body)
 			}
-			for _, up := range []*upstream{customer, inventory} {
+			for _, up := range all {
 				got := up.received()[before[up]:]
 				want := 0
 				if up == tt.wantAt {

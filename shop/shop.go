@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mercato-shop/mercato/deploy"
+	"github.com/mercato-shop/mercato/external/paysim"
 	"github.com/mercato-shop/mercato/gateway"
 	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/runtime"
@@ -23,6 +24,8 @@ import (
 	"github.com/mercato-shop/mercato/platform/telemetry"
 	"github.com/mercato-shop/mercato/services/customer"
 	"github.com/mercato-shop/mercato/services/inventory"
+	"github.com/mercato-shop/mercato/services/order"
+	"github.com/mercato-shop/mercato/services/payment"
 )
 
 // Config configures a shop.
@@ -31,16 +34,20 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
-	LogOutput     io.Writer
-	LogLevel      slog.Level
+	// SagaRetry: see order.Config.SagaRetry; zero for its default.
+	SagaRetry time.Duration
+	LogOutput io.Writer
+	LogLevel  slog.Level
 }
 
 // Shop is a running shop.
 type Shop struct {
 	lc       runtime.Lifecycle
 	broker   *bus.Server
+	provider *paysim.Simulator
 	gateway  *gateway.Service
 	customer *customer.Service
+	order    *order.Service
 }
 
 // Start starts the broker and the services, in dependency order. On failure,
@@ -71,6 +78,16 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	s := &Shop{broker: broker}
 	s.lc.Append(runtime.Hook{Name: "broker", Stop: func(context.Context) error { broker.Shutdown(); return nil }})
 
+	// The payment provider is the outside world: a simulator with a
+	// listener of its own, reached over HTTP through payment's
+	// anti-corruption layer.
+	s.provider = paysim.New(paysim.Config{Logger: logger("paysim")})
+	if err := s.provider.Start(ctx); err != nil {
+		broker.Shutdown()
+		return nil, err
+	}
+	s.lc.Append(runtime.Hook{Name: "paysim", Stop: s.provider.Stop})
+
 	url := broker.ClientURL()
 	s.customer = customer.New(customer.Config{
 		DSN:           storage.SQLiteDSN(cfg.DataDir, customer.Name),
@@ -84,6 +101,16 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		BusURL: url,
 		Seed:   true,
 	}, logger(inventory.Name), telemetry.NewTracerProvider(inventory.Name))
+	pay := payment.New(payment.Config{
+		DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
+		BusURL:      url,
+		ProviderURL: s.provider.URL(),
+	}, logger(payment.Name), telemetry.NewTracerProvider(payment.Name))
+	s.order = order.New(order.Config{
+		DSN:       storage.SQLiteDSN(cfg.DataDir, order.Name),
+		BusURL:    url,
+		SagaRetry: cfg.SagaRetry,
+	}, logger(order.Name), telemetry.NewTracerProvider(order.Name))
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,
 		Listen: cfg.Addr,
@@ -91,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}, logger(gateway.Name), telemetry.NewTracerProvider(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.
-	s.lc.Append(s.customer.Hook(), inv.Hook(), s.gateway.Hook())
+	s.lc.Append(s.customer.Hook(), inv.Hook(), pay.Hook(), s.order.Hook(), s.gateway.Hook())
 	if err := s.lc.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -105,6 +132,9 @@ func (s *Shop) Stop(ctx context.Context) error {
 
 // GatewayAddr is the address the gateway listens on.
 func (s *Shop) GatewayAddr() string { return s.gateway.Addr() }
+
+// Provider is the simulated payment provider, for fault switches.
+func (s *Shop) Provider() *paysim.Simulator { return s.provider }
 
 // AdminPassword is the admin password generated on this start, or "".
 func (s *Shop) AdminPassword() string { return s.customer.AdminPassword() }

@@ -112,6 +112,10 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstr
 		// The server leaves a marker when a key expires, so watchers see the
 		// expiry as a purge; how long the marker stays does not matter to us.
 		LimitMarkerTTL: cfg.TTL,
+		// Registrations are only true while their processes live: kept in
+		// memory, a restarted broker (the embedded one, after a crash of the
+		// whole process) starts with no stale instances at all.
+		Storage: jetstream.MemoryStorage,
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, kvc)
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
