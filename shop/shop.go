@@ -15,6 +15,9 @@ import (
 	"path/filepath"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mercato-shop/mercato/deploy"
 	"github.com/mercato-shop/mercato/external/paysim"
 	"github.com/mercato-shop/mercato/gateway"
@@ -36,6 +39,8 @@ type Config struct {
 	Routes        []byte // gateway route file; nil for the built-in one
 	// SagaRetry: see order.Config.SagaRetry; zero for its default.
 	SagaRetry time.Duration
+	// Spans, when set, receives every span every service ends.
+	Spans     sdktrace.SpanProcessor
 	LogOutput io.Writer
 	LogLevel  slog.Level
 }
@@ -70,6 +75,12 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	logger := func(service string) *slog.Logger { return telemetry.NewLogger(cfg.LogOutput, service, cfg.LogLevel) }
+	tracer := func(service string) trace.TracerProvider {
+		if cfg.Spans == nil {
+			return telemetry.NewTracerProvider(service)
+		}
+		return telemetry.NewTracerProvider(service, sdktrace.WithSpanProcessor(cfg.Spans))
+	}
 
 	broker, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: logger("nats")})
 	if err != nil {
@@ -95,27 +106,27 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		Issuer:        "mercato",
 		Audience:      "mercato",
 		AdminPassword: cfg.AdminPassword,
-	}, logger(customer.Name), telemetry.NewTracerProvider(customer.Name))
+	}, logger(customer.Name), tracer(customer.Name))
 	inv := inventory.New(inventory.Config{
 		DSN:    storage.SQLiteDSN(cfg.DataDir, inventory.Name),
 		BusURL: url,
 		Seed:   true,
-	}, logger(inventory.Name), telemetry.NewTracerProvider(inventory.Name))
+	}, logger(inventory.Name), tracer(inventory.Name))
 	pay := payment.New(payment.Config{
 		DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
 		BusURL:      url,
 		ProviderURL: s.provider.URL(),
-	}, logger(payment.Name), telemetry.NewTracerProvider(payment.Name))
+	}, logger(payment.Name), tracer(payment.Name))
 	s.order = order.New(order.Config{
 		DSN:       storage.SQLiteDSN(cfg.DataDir, order.Name),
 		BusURL:    url,
 		SagaRetry: cfg.SagaRetry,
-	}, logger(order.Name), telemetry.NewTracerProvider(order.Name))
+	}, logger(order.Name), tracer(order.Name))
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,
 		Listen: cfg.Addr,
 		Routes: routes,
-	}, logger(gateway.Name), telemetry.NewTracerProvider(gateway.Name))
+	}, logger(gateway.Name), tracer(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.
 	s.lc.Append(s.customer.Hook(), inv.Hook(), pay.Hook(), s.order.Hook(), s.gateway.Hook())

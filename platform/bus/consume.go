@@ -234,13 +234,16 @@ func (d *dispatcher) deliver(msg jetstream.Msg) {
 	defer span.End()
 	log := d.log.With("type", m.Type, "id", m.ID, "delivered", m.Delivered)
 
+	start := time.Now()
 	err := d.handle(ctx, m, msg.Data())
 	switch {
 	case err == nil:
 		// Double ack: the broker confirms, so an acked message is not redelivered.
 		if err := msg.DoubleAck(ctx); err != nil {
 			log.WarnContext(ctx, "ack", "err", err)
+			return
 		}
+		log.DebugContext(ctx, "message handled", "duration", time.Since(start))
 		return
 	case errors.Is(err, ErrPoison):
 		span.RecordError(err)

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
@@ -90,13 +91,45 @@ func Recover(logger *slog.Logger) func(http.Handler) http.Handler {
 }
 
 // Instrument wraps a service's handler with what every request needs: a
-// server span continuing the caller's trace, the correlation id, and panic
-// recovery.
+// server span continuing the caller's trace, the correlation id, an access
+// log record (at debug level), and panic recovery.
 func Instrument(h http.Handler, tp trace.TracerProvider, logger *slog.Logger) http.Handler {
-	h = Correlate(Recover(logger)(h))
+	h = Correlate(AccessLog(logger)(Recover(logger)(h)))
 	return otelhttp.NewHandler(h, "http",
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(telemetry.Propagator()),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
 	)
 }
+
+// AccessLog writes one debug record per request: method, path, status and
+// duration, with the request's trace and correlation ids.
+func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !logger.Enabled(r.Context(), slog.LevelDebug) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			start := time.Now()
+			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			next.ServeHTTP(sw, r)
+			logger.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path,
+				"status", sw.status, "duration", time.Since(start))
+		})
+	}
+}
+
+// statusWriter remembers the status code. Unwrap lets http.ResponseController
+// reach the underlying writer (flushing server-sent events, deadlines).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
