@@ -70,7 +70,9 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		nats.Name(cfg.Source),
 		nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			b.log.Warn("nats disconnected", "err", err)
+			if err != nil { // nil: our own Close
+				b.log.Warn("nats disconnected", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
