@@ -217,3 +217,38 @@ func TestShop_OrderInputIsValidated(t *testing.T) {
 		t.Fatalf("refused orders took stock: %d, want %d", got, mug.Available)
 	}
 }
+
+// A provider that errors rather than declines: the charge is retried with
+// the same idempotency key until the provider recovers, and the order
+// confirms with exactly one capture.
+func TestShop_SagaRidesOutAFailingProvider(t *testing.T) {
+	s, c := startShop(t, t.TempDir())
+	t.Cleanup(func() { stopShop(t, s) })
+	ann := c.signUp("Ann")
+	mug := c.catalog()["MUG-001"]
+	provider := s.Provider()
+
+	provider.SetFailureRate(1)
+	_, o := c.placeOrder(ann, mug.ID, 1, "tok_ok")
+	// The payment step has started and keeps failing at the provider.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if ps := c.payments(ann, o.ID); len(ps) == 1 && ps[0].Status == "PENDING" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the charge never reached the provider")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := c.do("GET", "/api/orders/"+o.ID, ann, nil); !strings.Contains(string(got.body), `"PENDING"`) {
+		t.Fatalf("with the provider failing the order must wait: %s", got.body)
+	}
+	provider.SetFailureRate(0)
+	if got := c.settle(ann, o.ID); got.Status != "CONFIRMED" {
+		t.Fatalf("after the provider recovered: %+v", got)
+	}
+	if n := provider.Captures(); n != 1 {
+		t.Fatalf("%d captures, want 1", n)
+	}
+}
