@@ -37,8 +37,8 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
-	// SagaRetry: see order.Config.SagaRetry; zero for its default.
-	SagaRetry time.Duration
+	// SagaRetry and StepTimeout: see order.Config; zero for the defaults.
+	SagaRetry, StepTimeout time.Duration
 	// Spans, when set, receives every span every service ends.
 	Spans     sdktrace.SpanProcessor
 	LogOutput io.Writer
@@ -118,9 +118,10 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		ProviderURL: s.provider.URL(),
 	}, logger(payment.Name), tracer(payment.Name))
 	s.order = order.New(order.Config{
-		DSN:       storage.SQLiteDSN(cfg.DataDir, order.Name),
-		BusURL:    url,
-		SagaRetry: cfg.SagaRetry,
+		DSN:         storage.SQLiteDSN(cfg.DataDir, order.Name),
+		BusURL:      url,
+		SagaRetry:   cfg.SagaRetry,
+		StepTimeout: cfg.StepTimeout,
 	}, logger(order.Name), tracer(order.Name))
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,

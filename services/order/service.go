@@ -40,6 +40,10 @@ type Config struct {
 	// command is sent again (default 5s). Commands are idempotent, so a
 	// repeat is safe; it makes up for a message lost on the way.
 	SagaRetry time.Duration
+	// StepTimeout is how long a forward saga step (reserve, charge) may go
+	// unanswered before the saga compensates it and cancels the order with
+	// reason timeout (default 30s).
+	StepTimeout time.Duration
 }
 
 // Service is a running order service.
@@ -52,6 +56,9 @@ type Service struct {
 func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 	if cfg.SagaRetry <= 0 {
 		cfg.SagaRetry = 5 * time.Second
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = 30 * time.Second
 	}
 	return &Service{cfg: cfg, node: node.New(node.Config{
 		Service:    Name,
@@ -83,7 +90,7 @@ func (s *Service) setup(ctx context.Context) error {
 
 	store := adapters.NewStore(n.DB)
 	sender := &adapters.Sender{Bus: n.Bus}
-	saga := app.NewSagaHandler(store, sender, n.Logger())
+	saga := app.NewSagaHandler(store, sender, s.cfg.StepTimeout, n.Logger())
 	replies := &adapters.Replies{Saga: saga}
 	for _, c := range adapters.ReplyConsumers() {
 		var sub *bus.Subscription
@@ -99,7 +106,8 @@ func (s *Service) setup(ctx context.Context) error {
 	n.Append(s.resumer(saga, store))
 
 	h := &adapters.HTTP{
-		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, sender, n.Logger()),
+		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, sender, s.cfg.StepTimeout, n.Logger()),
+		Cancel: saga,
 		Orders: store,
 		Logger: n.Logger(),
 	}
@@ -112,9 +120,10 @@ func (s *Service) setup(ctx context.Context) error {
 	return nil
 }
 
-// resumer sends again, on start, the pending command of every saga in
-// flight (a durable saga survives a restart), and later that of any saga
-// whose step has waited longer than SagaRetry.
+// resumer sends again, on start, the pending commands of every saga in
+// flight (a durable saga survives a restart), and later those of any saga
+// whose step has waited longer than SagaRetry; it also compensates the
+// steps that outlived StepTimeout.
 func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.Hook {
 	var (
 		stop context.CancelFunc
@@ -122,7 +131,14 @@ func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.H
 	)
 	log := s.node.Logger()
 	resume := func(ctx context.Context, before time.Time) {
-		n, err := saga.Resume(ctx, store, before)
+		n, err := saga.Expire(ctx, store)
+		if err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "expire saga steps", "err", err)
+		}
+		if n > 0 {
+			log.InfoContext(ctx, "saga steps timed out", "count", n)
+		}
+		n, err = saga.Resume(ctx, store, before)
 		if err != nil && ctx.Err() == nil {
 			log.WarnContext(ctx, "resume sagas", "err", err)
 		}
@@ -130,13 +146,14 @@ func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.H
 			log.InfoContext(ctx, "resumed sagas", "count", n)
 		}
 	}
+	tick := min(s.cfg.SagaRetry, s.cfg.StepTimeout) / 2
 	return runtime.Hook{
 		Name: "saga resumer",
 		Start: func(ctx context.Context) error {
 			ctx, stop = context.WithCancel(context.WithoutCancel(ctx))
 			resume(ctx, time.Now())
 			wg.Go(func() {
-				t := time.NewTicker(s.cfg.SagaRetry / 2)
+				t := time.NewTicker(tick)
 				defer t.Stop()
 				for {
 					select {

@@ -94,16 +94,20 @@ func (c client) expectProblem(r response, status int, what string) {
 	}
 }
 
-func startShop(t *testing.T, data string) (*shop.Shop, client) {
+func startShop(t *testing.T, data string, options ...func(*shop.Config)) (*shop.Shop, client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := shop.Start(ctx, shop.Config{
+	cfg := shop.Config{
 		Addr:          "127.0.0.1:0",
 		DataDir:       data,
 		AdminPassword: "admin password",
 		LogOutput:     io.Discard,
-	})
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	s, err := shop.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

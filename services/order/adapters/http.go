@@ -21,6 +21,10 @@ type placer interface {
 	Handle(ctx context.Context, cmd app.PlaceOrder) (*domain.Order, bool, error)
 }
 
+type canceller interface {
+	Cancel(ctx context.Context, cmd app.CancelOrder) (*domain.Order, error)
+}
+
 type orderReader interface {
 	Order(ctx context.Context, id string) (*domain.Order, error)
 }
@@ -28,6 +32,7 @@ type orderReader interface {
 // HTTP serves the order context's REST endpoints.
 type HTTP struct {
 	Place  placer
+	Cancel canceller
 	Orders orderReader
 	Logger *slog.Logger
 }
@@ -36,6 +41,7 @@ type HTTP struct {
 func (h *HTTP) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/orders", h.place)
 	mux.HandleFunc("GET /api/orders/{id}", h.get)
+	mux.HandleFunc("POST /api/orders/{id}/cancel", h.cancel)
 }
 
 type moneyJSON struct {
@@ -146,6 +152,32 @@ func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	web.WriteJSON(w, http.StatusOK, toJSON(o))
+}
+
+// cancel starts the compensation of an order: 202 with the order as it is
+// now; it becomes CANCELLED once refunded and released.
+func (h *HTTP) cancel(w http.ResponseWriter, r *http.Request) {
+	caller, ok := web.CallerOf(r)
+	if !ok {
+		web.Error(w, r, http.StatusUnauthorized, "sign in first")
+		return
+	}
+	id := r.PathValue("id")
+	if _, err := uuid.Parse(id); err != nil {
+		web.Error(w, r, http.StatusNotFound, "no such order")
+		return
+	}
+	o, err := h.Cancel.Cancel(r.Context(), app.CancelOrder{OrderID: id, CustomerID: caller.Subject, Admin: caller.HasRole("admin")})
+	if errors.Is(err, domain.ErrInvalidTransition) {
+		web.Error(w, r, http.StatusConflict, "the order has shipped and can no longer be cancelled")
+		return
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/orders/"+o.ID())
+	web.WriteJSON(w, http.StatusAccepted, toJSON(o))
 }
 
 // fail maps errors to problems, in one place.

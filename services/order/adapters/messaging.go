@@ -32,6 +32,7 @@ const (
 	cmdReserve = "inventory.cmd.reserve"
 	cmdRelease = "inventory.cmd.release"
 	cmdCharge  = "payment.cmd.charge"
+	cmdRefund  = "payment.cmd.refund"
 )
 
 // ReplyConsumers are the saga's durable consumers of its participants'
@@ -39,7 +40,7 @@ const (
 func ReplyConsumers() []bus.Consumer {
 	return []bus.Consumer{
 		{Stream: "INVENTORY", Durable: "order-saga", Subjects: []string{string(domain.StockReserved), string(domain.StockFailed), string(domain.StockReleased)}},
-		{Stream: "PAYMENT", Durable: "order-saga", Subjects: []string{string(domain.PaymentCompleted), string(domain.PaymentFailed)}},
+		{Stream: "PAYMENT", Durable: "order-saga", Subjects: []string{string(domain.PaymentCompleted), string(domain.PaymentFailed), string(domain.PaymentRefunded)}},
 	}
 }
 
@@ -49,9 +50,22 @@ type Sender struct {
 	Bus *bus.Bus
 }
 
-// Send sends a saga command. Each send gets a new message id: a command sent
-// again on purpose (resume) must not be dropped as a duplicate.
-func (s *Sender) Send(ctx context.Context, cmd domain.Command) error {
+// Send sends saga commands, in order. Each send gets a new message id: a
+// command sent again on purpose (resume) must not be dropped as a duplicate.
+func (s *Sender) Send(ctx context.Context, cmds ...domain.Command) error {
+	for _, cmd := range cmds {
+		ev, err := commandEvent(cmd)
+		if err != nil {
+			return err
+		}
+		if err := s.Bus.Publish(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func commandEvent(cmd domain.Command) (bus.Event, error) {
 	var ev bus.Event
 	switch c := cmd.(type) {
 	case domain.ReserveStock:
@@ -66,10 +80,12 @@ func (s *Sender) Send(ctx context.Context, cmd domain.Command) error {
 		ev = bus.Event{Type: cmdCharge, Subject: c.OrderID, Data: &paymentv1.ChargePayment{
 			OrderId: c.OrderID, CustomerId: c.CustomerID, Amount: money(c.Amount), PaymentToken: c.Token,
 		}}
+	case domain.RefundPayment:
+		ev = bus.Event{Type: cmdRefund, Subject: c.OrderID, Data: &paymentv1.RefundPayment{OrderId: c.OrderID, Reason: c.Reason}}
 	default:
-		return fmt.Errorf("send: unknown command %T", cmd)
+		return ev, fmt.Errorf("send: unknown command %T", cmd)
 	}
-	return s.Bus.Publish(ctx, ev)
+	return ev, nil
 }
 
 // orderEventIDs derives an event id from the order and the event type, so
@@ -151,6 +167,9 @@ func (r *Replies) Handlers() bus.Handlers {
 		}),
 		string(domain.PaymentFailed): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentFailed) error {
 			return reply(ctx, ev.GetOrderId(), domain.PaymentFailed, ev.GetReason())
+		}),
+		string(domain.PaymentRefunded): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentRefunded) error {
+			return reply(ctx, ev.GetOrderId(), domain.PaymentRefunded, "")
 		}),
 	}
 }

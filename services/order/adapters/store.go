@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mercato-shop/mercato/platform/storage"
@@ -66,8 +67,10 @@ func (s *Store) Create(ctx context.Context, o *domain.Order, saga *domain.Saga, 
 			}
 		}
 		_, err := tx.ExecContext(ctx,
-			`INSERT INTO sagas (order_id, step, cancel_reason, payment_token, attempts, updated_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-			saga.OrderID(), saga.Step(), saga.CancelReason(), saga.PaymentToken(), saga.Attempts(), saga.UpdatedAt().UnixMicro())
+			`INSERT INTO sagas (order_id, step, awaiting, cancel_reason, payment_token, attempts, deadline, updated_at)
+			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			saga.OrderID(), saga.Step(), strings.Join(saga.Awaiting(), ","), saga.CancelReason(), saga.PaymentToken(),
+			saga.Attempts(), micros(saga.Deadline()), saga.UpdatedAt().UnixMicro())
 		return err
 	})
 	if err != nil && !errors.Is(err, domain.ErrIdempotencyMismatch) {
@@ -101,7 +104,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, 
 			if err != nil {
 				return err
 			}
-			before, sagaBefore := o.Version(), *saga
+			before, sagaBefore := o.Version(), domain.RestoreSaga(saga.OrderID(), saga.Step(), saga.Awaiting(),
+				saga.CancelReason(), saga.PaymentToken(), saga.Attempts(), saga.Deadline(), saga.UpdatedAt())
 			if err := fn(o, saga); err != nil {
 				return err
 			}
@@ -116,16 +120,17 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, 
 					return domain.ErrConflict
 				}
 			}
-			if *saga == sagaBefore {
+			if saga.Equal(sagaBefore) {
 				return nil
 			}
 			// Guarded by the state read, so two deliveries of one reply cannot
 			// both advance the saga.
 			res, err := tx.ExecContext(ctx,
-				`UPDATE sagas SET step = $1, cancel_reason = $2, attempts = $3, updated_at = $4
-				 WHERE order_id = $5 AND step = $6 AND attempts = $7 AND updated_at = $8`,
-				saga.Step(), saga.CancelReason(), saga.Attempts(), saga.UpdatedAt().UnixMicro(),
-				id, sagaBefore.Step(), sagaBefore.Attempts(), sagaBefore.UpdatedAt().UnixMicro())
+				`UPDATE sagas SET step = $1, awaiting = $2, cancel_reason = $3, attempts = $4, deadline = $5, updated_at = $6
+				 WHERE order_id = $7 AND step = $8 AND awaiting = $9 AND attempts = $10 AND updated_at = $11`,
+				saga.Step(), strings.Join(saga.Awaiting(), ","), saga.CancelReason(), saga.Attempts(), micros(saga.Deadline()),
+				saga.UpdatedAt().UnixMicro(),
+				id, sagaBefore.Step(), strings.Join(sagaBefore.Awaiting(), ","), sagaBefore.Attempts(), sagaBefore.UpdatedAt().UnixMicro())
 			if err != nil {
 				return err
 			}
@@ -144,11 +149,14 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, 
 // StaleSagas returns the ids of orders whose saga is in flight and has not
 // moved since before.
 func (s *Store) StaleSagas(ctx context.Context, before time.Time, limit int) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT order_id FROM sagas WHERE step <> $1 AND updated_at < $2 ORDER BY updated_at LIMIT $3`,
+	return s.ids(ctx, `SELECT order_id FROM sagas WHERE step <> $1 AND updated_at < $2 ORDER BY updated_at LIMIT $3`,
 		domain.Done, before.UnixMicro(), limit)
+}
+
+func (s *Store) ids(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("stale sagas: %w", err)
+		return nil, fmt.Errorf("list sagas: %w", err)
 	}
 	defer rows.Close()
 	var ids []string
@@ -198,14 +206,37 @@ func loadOrder(ctx context.Context, tx *sql.Tx, id string) (*domain.Order, error
 
 func loadSaga(ctx context.Context, tx *sql.Tx, orderID string) (*domain.Saga, error) {
 	var (
-		step, reason, token string
-		attempts            int
-		updated             int64
+		step, awaiting, reason, token string
+		attempts                      int
+		deadline, updated             int64
 	)
-	err := tx.QueryRowContext(ctx, `SELECT step, cancel_reason, payment_token, attempts, updated_at FROM sagas WHERE order_id = $1`, orderID).
-		Scan(&step, &reason, &token, &attempts, &updated)
+	err := tx.QueryRowContext(ctx,
+		`SELECT step, awaiting, cancel_reason, payment_token, attempts, deadline, updated_at FROM sagas WHERE order_id = $1`, orderID).
+		Scan(&step, &awaiting, &reason, &token, &attempts, &deadline, &updated)
 	if err != nil {
 		return nil, fmt.Errorf("load saga %s: %w", orderID, err)
 	}
-	return domain.RestoreSaga(orderID, domain.Step(step), reason, token, attempts, time.UnixMicro(updated)), nil
+	var waits []string
+	if awaiting != "" {
+		waits = strings.Split(awaiting, ",")
+	}
+	var dl time.Time
+	if deadline != 0 {
+		dl = time.UnixMicro(deadline)
+	}
+	return domain.RestoreSaga(orderID, domain.Step(step), waits, reason, token, attempts, dl, time.UnixMicro(updated)), nil
+}
+
+// micros stores a time as unix microseconds, the zero time as 0.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// ExpiredSagas returns the ids of orders whose saga step has outlived its
+// deadline.
+func (s *Store) ExpiredSagas(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	return s.ids(ctx, `SELECT order_id FROM sagas WHERE deadline > 0 AND deadline < $1 ORDER BY deadline LIMIT $2`, now.UnixMicro(), limit)
 }

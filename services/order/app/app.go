@@ -36,7 +36,7 @@ type catalog interface {
 
 // Outgoing messages after a commit: saga commands and order events.
 type sender interface {
-	Send(ctx context.Context, cmd domain.Command) error
+	Send(ctx context.Context, cmds ...domain.Command) error
 	OrderCreated(ctx context.Context, o *domain.Order) error
 	OrderChanged(ctx context.Context, o *domain.Order) error
 }
@@ -64,15 +64,18 @@ type PlaceOrder struct {
 // PlaceOrderHandler prices an order from the catalog, stores it with its
 // saga, and starts the saga.
 type PlaceOrderHandler struct {
-	catalog catalog
-	store   orderCreator
-	send    sender
-	logger  *slog.Logger
-	now     func() time.Time
+	catalog     catalog
+	store       orderCreator
+	send        sender
+	logger      *slog.Logger
+	stepTimeout time.Duration
+	now         func() time.Time
 }
 
-func NewPlaceOrderHandler(c catalog, s orderCreator, send sender, logger *slog.Logger) PlaceOrderHandler {
-	return PlaceOrderHandler{catalog: c, store: s, send: send, logger: logger, now: time.Now}
+// NewPlaceOrderHandler returns the handler; a saga step waits at most
+// stepTimeout for its reply before the saga compensates.
+func NewPlaceOrderHandler(c catalog, s orderCreator, send sender, stepTimeout time.Duration, logger *slog.Logger) PlaceOrderHandler {
+	return PlaceOrderHandler{catalog: c, store: s, send: send, logger: logger, stepTimeout: stepTimeout, now: time.Now}
 }
 
 // Handle returns the order, and whether this call created it (false when an
@@ -122,7 +125,7 @@ func (h PlaceOrderHandler) Handle(ctx context.Context, cmd PlaceOrder) (*domain.
 	if err != nil {
 		return nil, false, err
 	}
-	saga := domain.NewSaga(o, cmd.PaymentToken, now)
+	saga := domain.NewSaga(o, cmd.PaymentToken, now, h.stepTimeout)
 	existing, err := h.store.Create(ctx, o, saga, cmd.Idempotency)
 	if err != nil {
 		return nil, false, err
@@ -135,7 +138,7 @@ func (h PlaceOrderHandler) Handle(ctx context.Context, cmd PlaceOrder) (*domain.
 	if err := h.send.OrderCreated(ctx, o); err != nil {
 		h.logger.WarnContext(ctx, "publish order.created", "order_id", o.ID(), "err", err)
 	}
-	if err := h.send.Send(ctx, saga.Pending(o)); err != nil {
+	if err := h.send.Send(ctx, saga.Pending(o)...); err != nil {
 		h.logger.WarnContext(ctx, "send first saga command; it will be retried", "order_id", o.ID(), "err", err)
 	}
 	return o, true, nil
@@ -146,38 +149,59 @@ type orderUpdater interface {
 }
 
 // SagaHandler drives orchestrated sagas: it applies participants' replies,
-// and sends again the commands of sagas that have not moved for a while.
+// the customer's cancellation and step deadlines, and sends again the
+// commands of sagas that have not moved for a while.
 type SagaHandler struct {
-	store  orderUpdater
-	send   sender
-	logger *slog.Logger
-	now    func() time.Time
+	store       orderUpdater
+	send        sender
+	logger      *slog.Logger
+	stepTimeout time.Duration
+	now         func() time.Time
 }
 
-func NewSagaHandler(s orderUpdater, send sender, logger *slog.Logger) SagaHandler {
-	return SagaHandler{store: s, send: send, logger: logger, now: time.Now}
+func NewSagaHandler(s orderUpdater, send sender, stepTimeout time.Duration, logger *slog.Logger) SagaHandler {
+	return SagaHandler{store: s, send: send, logger: logger, stepTimeout: stepTimeout, now: time.Now}
 }
 
-// Reply applies a participant's reply to the order's saga, then sends the
-// next command and announces a changed order. A reply for an unknown order,
-// or one the saga no longer waits for, changes nothing.
-func (h SagaHandler) Reply(ctx context.Context, orderID string, r domain.Reply) error {
+// apply changes an order's saga in one transaction, then sends the commands
+// it asks for and announces the order's new status. A send that fails is
+// made up for by Resume: the saga's step is stored.
+func (h SagaHandler) apply(ctx context.Context, id string, fn func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error)) (order *domain.Order, moved bool, err error) {
 	var (
-		next    domain.Command
-		changed *domain.Order
+		next    []domain.Command
+		changed bool
 	)
-	err := h.store.Update(ctx, orderID, func(o *domain.Order, saga *domain.Saga) error {
-		next, changed = nil, nil
+	err = h.store.Update(ctx, id, func(o *domain.Order, saga *domain.Saga) error {
 		before := o.Status()
-		cmd, ok, err := saga.Handle(o, r, h.now())
+		cmds, ok, err := fn(o, saga)
+		next, order, moved, changed = nil, o, ok, false
 		if err != nil || !ok {
 			return err
 		}
-		next = cmd
-		if o.Status() != before {
-			changed = o
-		}
+		next, changed = cmds, o.Status() != before
 		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if len(next) > 0 {
+		if err := h.send.Send(ctx, next...); err != nil {
+			h.logger.WarnContext(ctx, "send saga command; it will be retried", "order_id", id, "err", err)
+		}
+	}
+	if changed {
+		if err := h.send.OrderChanged(ctx, order); err != nil {
+			return order, moved, fmt.Errorf("announce order %s: %w", id, err)
+		}
+	}
+	return order, moved, nil
+}
+
+// Reply applies a participant's reply. A reply for an unknown order, or one
+// the saga no longer waits for, changes nothing.
+func (h SagaHandler) Reply(ctx context.Context, orderID string, r domain.Reply) error {
+	_, _, err := h.apply(ctx, orderID, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+		return saga.Handle(o, r, h.now(), h.stepTimeout)
 	})
 	if errors.Is(err, domain.ErrNotFound) {
 		h.logger.DebugContext(ctx, "reply for an unknown order", "order_id", orderID, "reply", r.Kind)
@@ -186,62 +210,82 @@ func (h SagaHandler) Reply(ctx context.Context, orderID string, r domain.Reply) 
 	if err != nil {
 		return fmt.Errorf("apply %s to order %s: %w", r.Kind, orderID, err)
 	}
-	if next != nil {
-		if err := h.send.Send(ctx, next); err != nil {
-			// The saga's step is stored; Resume sends the command again.
-			h.logger.WarnContext(ctx, "send saga command; it will be retried", "order_id", orderID, "err", err)
-		}
-	}
-	if changed != nil {
-		if err := h.send.OrderChanged(ctx, changed); err != nil {
-			return fmt.Errorf("announce order %s: %w", orderID, err)
-		}
-	}
 	return nil
 }
 
-type staleSagas interface {
-	orderUpdater
-	StaleSagas(ctx context.Context, before time.Time, limit int) ([]string, error)
+// CancelOrder is the customer's request to cancel an order.
+type CancelOrder struct {
+	OrderID    string
+	CustomerID string
+	Admin      bool // an admin may cancel any order
 }
 
-// Resume sends again the pending command of every saga that has not moved
+// Cancel starts compensating the order: refund and release, then
+// CANCELLED with reason customer_cancelled. Cancelling a cancelled order, or
+// one already being cancelled, changes nothing; a shipped order cannot be
+// cancelled (domain.ErrInvalidTransition); another customer's order is
+// domain.ErrNotFound.
+func (h SagaHandler) Cancel(ctx context.Context, cmd CancelOrder) (*domain.Order, error) {
+	o, _, err := h.apply(ctx, cmd.OrderID, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+		if o.CustomerID() != cmd.CustomerID && !cmd.Admin {
+			return nil, false, domain.ErrNotFound
+		}
+		return saga.Cancel(o, h.now())
+	})
+	return o, err
+}
+
+type sagaLister interface {
+	StaleSagas(ctx context.Context, before time.Time, limit int) ([]string, error)
+	ExpiredSagas(ctx context.Context, now time.Time, limit int) ([]string, error)
+}
+
+// Expire compensates every saga whose forward step outlived its deadline.
+func (h SagaHandler) Expire(ctx context.Context, store sagaLister) (int, error) {
+	return h.each(ctx, func(ctx context.Context) ([]string, error) { return store.ExpiredSagas(ctx, h.now(), 100) },
+		func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+			cmds, ok := saga.Expire(o, h.now())
+			return cmds, ok, nil
+		})
+}
+
+// Resume sends again the pending commands of every saga that has not moved
 // since before: after a restart (before = now) every saga in flight resumes,
 // and a command or reply lost on the way is made up for.
-func (h SagaHandler) Resume(ctx context.Context, store staleSagas, before time.Time) (int, error) {
-	resumed := 0
+func (h SagaHandler) Resume(ctx context.Context, store sagaLister, before time.Time) (int, error) {
+	return h.each(ctx, func(ctx context.Context) ([]string, error) { return store.StaleSagas(ctx, before, 100) },
+		func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+			if saga.Step() == domain.Done { // finished since it was listed
+				return nil, false, nil
+			}
+			saga.Retried(h.now())
+			return saga.Pending(o), true, nil
+		})
+}
+
+// each applies fn to the sagas list returns, batch after batch, while fn
+// moves them out of the list.
+func (h SagaHandler) each(ctx context.Context, list func(context.Context) ([]string, error),
+	fn func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error)) (int, error) {
+	done := 0
 	for {
-		ids, err := store.StaleSagas(ctx, before, 100)
-		if err != nil {
-			return resumed, err
+		ids, err := list(ctx)
+		if err != nil || len(ids) == 0 {
+			return done, err
 		}
-		if len(ids) == 0 {
-			return resumed, nil
-		}
+		moved := 0
 		for _, id := range ids {
-			var cmd domain.Command
-			err := h.store.Update(ctx, id, func(o *domain.Order, saga *domain.Saga) error {
-				cmd = nil
-				if saga.Step() == domain.Done { // finished since it was listed
-					return nil
-				}
-				saga.Retried(h.now())
-				cmd = saga.Pending(o)
-				return nil
-			})
+			_, ok, err := h.apply(ctx, id, fn)
 			if err != nil {
-				return resumed, fmt.Errorf("resume saga of %s: %w", id, err)
+				return done, fmt.Errorf("saga of %s: %w", id, err)
 			}
-			if cmd == nil {
-				continue
+			if ok {
+				moved++
 			}
-			if err := h.send.Send(ctx, cmd); err != nil {
-				return resumed, fmt.Errorf("resume saga of %s: %w", id, err)
-			}
-			resumed++
 		}
-		if len(ids) < 100 {
-			return resumed, nil
+		done += moved
+		if len(ids) < 100 || moved == 0 {
+			return done, nil
 		}
 	}
 }

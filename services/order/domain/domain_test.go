@@ -75,59 +75,109 @@ func TestOrder_Transitions(t *testing.T) {
 	}
 }
 
+const stepTimeout = time.Minute
+
 // The orchestrated saga of the playbook, step by step, with compensation.
 func TestSaga(t *testing.T) {
+	o := newOrder(t)
+	charge := ChargePayment{OrderID: o.ID(), CustomerID: "c1", Amount: Money{5300, "EUR"}, Token: "tok_ok"}
+	release := func(reason string) ReleaseStock { return ReleaseStock{OrderID: o.ID(), Reason: reason} }
+	refund := func(reason string) RefundPayment { return RefundPayment{OrderID: o.ID(), Reason: reason} }
 	type step struct {
-		reply      ReplyKind
-		wantNext   Command // nil: no command
+		act        string // a reply kind, "cancel" or "expire"
+		wantNext   []Command
 		wantStep   Step
 		wantStatus Status
 		changed    bool
 	}
-	o := newOrder(t)
-	reserve := ReserveStock{OrderID: o.ID(), Lines: o.Lines()}
-	charge := ChargePayment{OrderID: o.ID(), CustomerID: "c1", Amount: Money{5300, "EUR"}, Token: "tok_ok"}
-	release := ReleaseStock{OrderID: o.ID(), Reason: ReasonPaymentDeclined}
 	tests := []struct {
 		name       string
 		steps      []step
 		wantReason string
 	}{
 		{"happy path", []step{
-			{StockReserved, charge, Charging, Pending, true},
-			{StockReserved, nil, Charging, Pending, false}, // duplicate reply
-			{PaymentCompleted, nil, Done, Confirmed, true},
-			{PaymentCompleted, nil, Done, Confirmed, false},
+			{"inventory.reserved", []Command{charge}, Charging, Pending, true},
+			{"inventory.reserved", nil, Charging, Pending, false}, // duplicate reply
+			{"payment.completed", nil, Done, Confirmed, true},
+			{"payment.completed", nil, Done, Confirmed, false},
 		}, ""},
 		{"out of stock", []step{
-			{StockFailed, nil, Done, Cancelled, true},
-			{StockReserved, nil, Done, Cancelled, false}, // late and contradictory: ignored
+			{"inventory.failed", nil, Done, Cancelled, true},
+			{"inventory.reserved", nil, Done, Cancelled, false}, // late and contradictory: ignored
 		}, ReasonOutOfStock},
 		{"payment declined compensates the reservation", []step{
-			{StockReserved, charge, Charging, Pending, true},
-			{PaymentFailed, release, Releasing, Pending, true},
-			{PaymentFailed, nil, Releasing, Pending, false},
-			{StockReleased, nil, Done, Cancelled, true},
+			{"inventory.reserved", []Command{charge}, Charging, Pending, true},
+			{"payment.failed", []Command{release(ReasonPaymentDeclined)}, Compensating, Pending, true},
+			{"payment.failed", nil, Compensating, Pending, false},
+			{"cancel", nil, Compensating, Pending, false}, // already on its way to CANCELLED
+			{"inventory.released", nil, Done, Cancelled, true},
 		}, ReasonPaymentDeclined},
 		{"a release reply before the payment fails is ignored", []step{
-			{StockReserved, charge, Charging, Pending, true},
-			{StockReleased, nil, Charging, Pending, false},
+			{"inventory.reserved", []Command{charge}, Charging, Pending, true},
+			{"inventory.released", nil, Charging, Pending, false},
 		}, ""},
+		{"cancel while reserving releases", []step{
+			{"cancel", []Command{release(ReasonCustomerCancelled)}, Compensating, Pending, true},
+			{"inventory.reserved", nil, Compensating, Pending, false}, // late: the release undoes it
+			{"inventory.released", nil, Done, Cancelled, true},
+		}, ReasonCustomerCancelled},
+		{"cancel while charging refunds, then releases", []step{
+			{"inventory.reserved", []Command{charge}, Charging, Pending, true},
+			{"cancel", []Command{refund(ReasonCustomerCancelled), release(ReasonCustomerCancelled)}, Compensating, Pending, true},
+			{"payment.completed", nil, Compensating, Pending, false}, // a late capture: the refund undoes it
+			{"inventory.released", nil, Compensating, Pending, true},
+			{"payment.refunded", nil, Done, Cancelled, true},
+			{"cancel", nil, Done, Cancelled, false}, // twice is harmless
+		}, ReasonCustomerCancelled},
+		{"cancel a confirmed order", []step{
+			{"inventory.reserved", []Command{charge}, Charging, Pending, true},
+			{"payment.completed", nil, Done, Confirmed, true},
+			{"cancel", []Command{refund(ReasonCustomerCancelled), release(ReasonCustomerCancelled)}, Compensating, Confirmed, true},
+			{"payment.refunded", nil, Compensating, Confirmed, true},
+			{"inventory.released", nil, Done, Cancelled, true},
+		}, ReasonCustomerCancelled},
+		{"a charge that outlives its deadline is compensated", []step{
+			{"inventory.reserved", []Command{charge}, Charging, Pending, true},
+			{"expire", []Command{refund(ReasonTimeout), release(ReasonTimeout)}, Compensating, Pending, true},
+			{"expire", nil, Compensating, Pending, false},
+			{"payment.completed", nil, Compensating, Pending, false}, // the late success is refunded
+			{"payment.refunded", nil, Compensating, Pending, true},
+			{"inventory.released", nil, Done, Cancelled, true},
+		}, ReasonTimeout},
+		{"a reservation that outlives its deadline is released", []step{
+			{"expire", []Command{release(ReasonTimeout)}, Compensating, Pending, true},
+			{"inventory.released", nil, Done, Cancelled, true},
+		}, ReasonTimeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := Restore(o.ID(), "c1", Pending, "", o.Lines(), o.Total(), Orchestrated, 1, o.CreatedAt(), o.UpdatedAt())
-			s := NewSaga(o, "tok_ok", time.Now())
-			if got := s.Pending(o); !equalCommand(got, reserve) {
+			now := time.Now()
+			s := NewSaga(o, "tok_ok", now, stepTimeout)
+			if got := s.Pending(o); len(got) != 1 || !equalCommand(got[0], ReserveStock{OrderID: o.ID(), Lines: o.Lines()}) {
 				t.Fatalf("first command %#v", got)
 			}
 			for i, st := range tt.steps {
-				next, changed, err := s.Handle(o, Reply{Kind: st.reply}, time.Now())
-				if err != nil {
-					t.Fatalf("step %d (%s): %v", i, st.reply, err)
+				var next []Command
+				var changed bool
+				var err error
+				switch st.act {
+				case "cancel":
+					next, changed, err = s.Cancel(o, now)
+				case "expire":
+					if _, early := s.Expire(o, now); early {
+						t.Fatalf("step %d: expired before its deadline", i)
+					}
+					now = now.Add(stepTimeout + time.Second)
+					next, changed = s.Expire(o, now)
+				default:
+					next, changed, err = s.Handle(o, Reply{Kind: ReplyKind(st.act)}, now, stepTimeout)
 				}
-				if changed != st.changed || !equalCommand(next, st.wantNext) || s.Step() != st.wantStep || o.Status() != st.wantStatus {
-					t.Fatalf("step %d (%s): next %#v changed %v step %s status %s", i, st.reply, next, changed, s.Step(), o.Status())
+				if err != nil {
+					t.Fatalf("step %d (%s): %v", i, st.act, err)
+				}
+				if changed != st.changed || !equalCommands(next, st.wantNext) || s.Step() != st.wantStep || o.Status() != st.wantStatus {
+					t.Fatalf("step %d (%s): next %#v changed %v step %s status %s", i, st.act, next, changed, s.Step(), o.Status())
 				}
 			}
 			if o.Reason() != tt.wantReason {
@@ -135,6 +185,27 @@ func TestSaga(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSaga_ShippedOrdersCannotBeCancelled(t *testing.T) {
+	o := newOrder(t)
+	shipped := Restore(o.ID(), "c1", Shipped, "", o.Lines(), o.Total(), Orchestrated, 3, o.CreatedAt(), o.UpdatedAt())
+	s := RestoreSaga(o.ID(), Done, nil, "", "tok_ok", 0, time.Time{}, time.Now())
+	if _, _, err := s.Cancel(shipped, time.Now()); !errors.Is(err, ErrInvalidTransition) {
+		t.Fatalf("cancel shipped: %v", err)
+	}
+}
+
+func equalCommands(a, b []Command) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !equalCommand(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func equalCommand(a, b Command) bool {
