@@ -37,8 +37,10 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
-	// SagaRetry and StepTimeout: see order.Config; zero for the defaults.
+	// SagaRetry, StepTimeout and DefaultSaga: see order.Config; zero values
+	// for the defaults.
 	SagaRetry, StepTimeout time.Duration
+	DefaultSaga            string
 	// Spans, when set, receives every span every service ends.
 	Spans     sdktrace.SpanProcessor
 	LogOutput io.Writer
@@ -122,6 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		BusURL:      url,
 		SagaRetry:   cfg.SagaRetry,
 		StepTimeout: cfg.StepTimeout,
+		DefaultSaga: cfg.DefaultSaga,
 	}, logger(order.Name), tracer(order.Name))
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,

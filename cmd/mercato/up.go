@@ -20,6 +20,7 @@ type upConfig struct {
 	data          string
 	routes        string
 	logLevel      slog.Level
+	saga          string
 	adminPassword string
 }
 
@@ -46,6 +47,7 @@ prints it.`,
 	f.StringVar(&cfg.data, "data", "mercato-data", "directory for all state (broker store, databases)")
 	f.StringVar(&cfg.routes, "routes", "", "gateway route file (default: the built-in deploy/gateway/routes.yaml)")
 	f.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	f.StringVar(&cfg.saga, "saga", "orchestrated", "saga mode of orders that name none: orchestrated or choreographed")
 	return cmd
 }
 
@@ -70,6 +72,7 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		Routes:        routes,
 		LogOutput:     cmd.ErrOrStderr(),
 		LogLevel:      cfg.logLevel,
+		DefaultSaga:   cfg.saga,
 	}, func(s *shop.Shop) { announce(out, s, data) })
 }
 

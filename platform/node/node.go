@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
@@ -72,6 +73,60 @@ func New(cfg Config) *Node {
 // Append adds hooks (consumers, timers) that start after the database and
 // broker and before the listener, and stop in reverse.
 func (n *Node) Append(hooks ...runtime.Hook) { n.lc.Append(hooks...) }
+
+// Consume subscribes a durable consumer for the life of the node. It does
+// not hold up the start: a stream whose owner has not started yet is waited
+// for in the background, so services may start in any order, and /readyz
+// says which consumers are still waiting.
+func (n *Node) Consume(c bus.Consumer, hs bus.Handlers) {
+	var (
+		mu     sync.Mutex
+		sub    *bus.Subscription
+		cancel context.CancelFunc
+		done   chan struct{}
+	)
+	name := "consumer " + c.Stream + "/" + c.Durable
+	n.Health.Check(name, func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if sub == nil {
+			return fmt.Errorf("waiting for stream %s", c.Stream)
+		}
+		return nil
+	})
+	n.Append(runtime.Hook{
+		Name: name,
+		Start: func(ctx context.Context) error {
+			ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+			done = make(chan struct{})
+			go func() {
+				defer close(done)
+				s, err := n.Bus.Subscribe(ctx, c, hs)
+				if err != nil {
+					if ctx.Err() == nil {
+						n.cfg.Logger.ErrorContext(ctx, "subscribe", "stream", c.Stream, "consumer", c.Durable, "err", err)
+					}
+					return
+				}
+				mu.Lock()
+				sub = s
+				mu.Unlock()
+			}()
+			return nil
+		},
+		Stop: func(context.Context) error {
+			cancel()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			if sub != nil {
+				sub.Stop()
+				sub = nil
+			}
+			return nil
+		},
+	})
+}
 
 // Logger is the service's logger.
 func (n *Node) Logger() *slog.Logger { return n.cfg.Logger }

@@ -82,15 +82,12 @@ func (s *Service) setup(ctx context.Context) error {
 		Reserve: app.NewReserveHandler(store, events),
 		Release: app.NewReleaseHandler(store, events),
 	}
-	var sub *bus.Subscription
-	n.Append(runtime.Hook{
-		Name: "command consumer",
-		Start: func(ctx context.Context) (err error) {
-			sub, err = n.Bus.Subscribe(ctx, adapters.CommandConsumer(), commands.Handlers())
-			return err
-		},
-		Stop: func(context.Context) error { sub.Stop(); return nil },
-	})
+	n.Consume(adapters.CommandConsumer(), commands.Handlers())
+	// The choreographed saga: reserve when a choreographed order is paid.
+	choreo := &adapters.Choreography{Store: store, Reserve: commands.Reserve}
+	for _, c := range adapters.ChoreographyConsumers() {
+		n.Consume(c, choreo.Handlers())
+	}
 
 	(&adapters.HTTP{Catalog: store, Logger: n.Logger()}).Routes(n.Mux)
 	opts, err := rpc.HandlerOptions(n.Tracer())

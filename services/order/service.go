@@ -11,6 +11,7 @@ package order
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -19,12 +20,12 @@ import (
 
 	"github.com/mercato-shop/mercato/api/gen/inventory/v1/inventoryv1connect"
 	"github.com/mercato-shop/mercato/api/gen/order/v1/orderv1connect"
-	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/node"
 	"github.com/mercato-shop/mercato/platform/rpc"
 	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/services/order/adapters"
 	"github.com/mercato-shop/mercato/services/order/app"
+	"github.com/mercato-shop/mercato/services/order/domain"
 	"github.com/mercato-shop/mercato/services/order/migrations"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 	// unanswered before the saga compensates it and cancels the order with
 	// reason timeout (default 30s).
 	StepTimeout time.Duration
+	// DefaultSaga is the saga mode of an order that names none:
+	// orchestrated (the default) or choreographed.
+	DefaultSaga string
 }
 
 // Service is a running order service.
@@ -74,6 +78,11 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 // Start opens the database, consumes the saga's replies, resumes every saga
 // in flight, and starts serving.
 func (s *Service) Start(ctx context.Context) error {
+	switch s.cfg.DefaultSaga {
+	case "", domain.Orchestrated, domain.Choreographed:
+	default:
+		return fmt.Errorf("order: default saga %q must be orchestrated or choreographed", s.cfg.DefaultSaga)
+	}
 	return s.node.Start(ctx, s.setup)
 }
 
@@ -93,20 +102,12 @@ func (s *Service) setup(ctx context.Context) error {
 	saga := app.NewSagaHandler(store, sender, s.cfg.StepTimeout, n.Logger())
 	replies := &adapters.Replies{Saga: saga}
 	for _, c := range adapters.ReplyConsumers() {
-		var sub *bus.Subscription
-		n.Append(runtime.Hook{
-			Name: "saga replies from " + c.Stream,
-			Start: func(ctx context.Context) (err error) {
-				sub, err = n.Bus.Subscribe(ctx, c, replies.Handlers())
-				return err
-			},
-			Stop: func(context.Context) error { sub.Stop(); return nil },
-		})
+		n.Consume(c, replies.Handlers())
 	}
 	n.Append(s.resumer(saga, store))
 
 	h := &adapters.HTTP{
-		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, sender, s.cfg.StepTimeout, n.Logger()),
+		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, sender, s.cfg.DefaultSaga, s.cfg.StepTimeout, n.Logger()),
 		Cancel: saga,
 		Orders: store,
 		Logger: n.Logger(),

@@ -92,15 +92,12 @@ func (s *Service) setup(ctx context.Context) error {
 		Charge: app.NewChargeHandler(store, provider, events),
 		Refund: app.NewRefundHandler(store, provider, events),
 	}
-	var sub *bus.Subscription
-	n.Append(runtime.Hook{
-		Name: "payment-processing consumer",
-		Start: func(ctx context.Context) (err error) {
-			sub, err = n.Bus.Subscribe(ctx, adapters.CommandConsumer(), commands.Handlers())
-			return err
-		},
-		Stop: func(context.Context) error { sub.Stop(); return nil },
-	})
+	n.Consume(adapters.CommandConsumer(), commands.Handlers())
+	// The choreographed saga: charge on order.created, refund on inventory.failed.
+	choreo := &adapters.Choreography{Charge: commands.Charge, Refund: commands.Refund, Payments: store}
+	for _, c := range adapters.ChoreographyConsumers() {
+		n.Consume(c, choreo.Handlers())
+	}
 
 	(&adapters.HTTP{Payments: app.NewOrderPaymentsHandler(store), Logger: n.Logger()}).Routes(n.Mux)
 	opts, err := rpc.HandlerOptions(n.Tracer())

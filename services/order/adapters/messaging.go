@@ -54,6 +54,12 @@ type Sender struct {
 // command sent again on purpose (resume) must not be dropped as a duplicate.
 func (s *Sender) Send(ctx context.Context, cmds ...domain.Command) error {
 	for _, cmd := range cmds {
+		if a, ok := cmd.(domain.AnnounceOrder); ok {
+			if err := s.OrderCreated(ctx, a.Order, a.PaymentToken); err != nil {
+				return err
+			}
+			continue
+		}
 		ev, err := commandEvent(cmd)
 		if err != nil {
 			return err
@@ -96,13 +102,14 @@ func eventID(orderID, typ string) string {
 	return uuid.NewSHA1(uuid.MustParse(orderEventIDs), []byte(typ+"/"+orderID)).String()
 }
 
-// OrderCreated publishes order.created.
-func (s *Sender) OrderCreated(ctx context.Context, o *domain.Order) error {
+// OrderCreated publishes order.created. paymentToken is given for a
+// choreographed order only: payment charges from the event.
+func (s *Sender) OrderCreated(ctx context.Context, o *domain.Order, paymentToken string) error {
 	return s.Bus.Publish(ctx, bus.Event{
 		ID: eventID(o.ID(), EventCreated), Type: EventCreated, Subject: o.ID(), Time: o.CreatedAt(),
 		Data: &orderv1.OrderCreated{
 			OrderId: o.ID(), CustomerId: o.CustomerID(), Items: lines(o.Lines()), Total: money(o.Total()),
-			Saga: o.Saga(), CreatedAt: timestamppb.New(o.CreatedAt()),
+			Saga: o.Saga(), CreatedAt: timestamppb.New(o.CreatedAt()), PaymentToken: paymentToken,
 		},
 	})
 }

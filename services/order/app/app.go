@@ -37,7 +37,7 @@ type catalog interface {
 // Outgoing messages after a commit: saga commands and order events.
 type sender interface {
 	Send(ctx context.Context, cmds ...domain.Command) error
-	OrderCreated(ctx context.Context, o *domain.Order) error
+	OrderCreated(ctx context.Context, o *domain.Order, paymentToken string) error
 	OrderChanged(ctx context.Context, o *domain.Order) error
 }
 
@@ -69,13 +69,18 @@ type PlaceOrderHandler struct {
 	send        sender
 	logger      *slog.Logger
 	stepTimeout time.Duration
+	defaultSaga string
 	now         func() time.Time
 }
 
-// NewPlaceOrderHandler returns the handler; a saga step waits at most
-// stepTimeout for its reply before the saga compensates.
-func NewPlaceOrderHandler(c catalog, s orderCreator, send sender, stepTimeout time.Duration, logger *slog.Logger) PlaceOrderHandler {
-	return PlaceOrderHandler{catalog: c, store: s, send: send, logger: logger, stepTimeout: stepTimeout, now: time.Now}
+// NewPlaceOrderHandler returns the handler. An order that names no saga
+// mode runs in defaultSaga; a saga step waits at most stepTimeout for its
+// reply before the saga compensates.
+func NewPlaceOrderHandler(c catalog, s orderCreator, send sender, defaultSaga string, stepTimeout time.Duration, logger *slog.Logger) PlaceOrderHandler {
+	if defaultSaga == "" {
+		defaultSaga = domain.Orchestrated
+	}
+	return PlaceOrderHandler{catalog: c, store: s, send: send, logger: logger, stepTimeout: stepTimeout, defaultSaga: defaultSaga, now: time.Now}
 }
 
 // Handle returns the order, and whether this call created it (false when an
@@ -87,7 +92,7 @@ func (h PlaceOrderHandler) Handle(ctx context.Context, cmd PlaceOrder) (*domain.
 		return nil, false, err
 	}
 	if cmd.Saga == "" {
-		cmd.Saga = domain.Orchestrated
+		cmd.Saga = h.defaultSaga
 	}
 	if cmd.PaymentToken == "" {
 		return nil, false, &domain.ValidationError{Fields: []domain.FieldError{{Field: "payment.token", Message: "is required"}}}
@@ -135,8 +140,11 @@ func (h PlaceOrderHandler) Handle(ctx context.Context, cmd PlaceOrder) (*domain.
 		return o, false, err
 	}
 	// Committed: the saga resumes from the store if these sends are lost.
-	if err := h.send.OrderCreated(ctx, o); err != nil {
-		h.logger.WarnContext(ctx, "publish order.created", "order_id", o.ID(), "err", err)
+	// A choreographed saga's first command is this announcement itself.
+	if o.Saga() == domain.Orchestrated {
+		if err := h.send.OrderCreated(ctx, o, ""); err != nil {
+			h.logger.WarnContext(ctx, "publish order.created", "order_id", o.ID(), "err", err)
+		}
 	}
 	if err := h.send.Send(ctx, saga.Pending(o)...); err != nil {
 		h.logger.WarnContext(ctx, "send first saga command; it will be retried", "order_id", o.ID(), "err", err)

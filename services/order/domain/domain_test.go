@@ -227,3 +227,54 @@ func equalCommand(a, b Command) bool {
 		return a == b
 	}
 }
+
+// The choreographed saga: the order announces itself and reads the outcome
+// from the other contexts' events.
+func TestSaga_Choreographed(t *testing.T) {
+	base := newOrder(t)
+	newChoreographed := func() (*Order, *Saga) {
+		o := Restore(base.ID(), "c1", Pending, "", base.Lines(), base.Total(), Choreographed, 1, base.CreatedAt(), base.UpdatedAt())
+		return o, NewSaga(o, "tok_ok", time.Now(), stepTimeout)
+	}
+	handle := func(o *Order, s *Saga, kind ReplyKind) bool {
+		t.Helper()
+		next, changed, err := s.Handle(o, Reply{Kind: kind}, time.Now(), stepTimeout)
+		if err != nil || len(next) != 0 {
+			t.Fatalf("%s: next %v err %v", kind, next, err)
+		}
+		return changed
+	}
+
+	o, s := newChoreographed()
+	if p := s.Pending(o); len(p) != 1 || p[0].(AnnounceOrder).Order != o || s.Step() != Reacting {
+		t.Fatalf("first move %#v, step %s", p, s.Step())
+	}
+	handle(o, s, PaymentCompleted) // inventory has not answered yet
+	if !handle(o, s, StockReserved) || o.Status() != Confirmed || s.Step() != Done {
+		t.Fatalf("reserved: %s %s", o.Status(), s.Step())
+	}
+
+	o, s = newChoreographed()
+	if !handle(o, s, PaymentFailed) || o.Status() != Cancelled || o.Reason() != ReasonPaymentDeclined {
+		t.Fatalf("declined: %s %s", o.Status(), o.Reason())
+	}
+
+	o, s = newChoreographed()
+	if !handle(o, s, StockFailed) || o.Status() != Pending {
+		t.Fatal("inventory failed: the order waits for the refund")
+	}
+	if !handle(o, s, PaymentRefunded) || o.Status() != Cancelled || o.Reason() != ReasonOutOfStock {
+		t.Fatalf("refunded: %s %s", o.Status(), o.Reason())
+	}
+
+	o, s = newChoreographed() // the refund overtakes inventory.failed
+	if !handle(o, s, PaymentRefunded) || o.Reason() != ReasonOutOfStock {
+		t.Fatalf("refund first: %s %s", o.Status(), o.Reason())
+	}
+
+	o, s = newChoreographed()
+	next, _ := s.Expire(o, time.Now().Add(3*stepTimeout))
+	if len(next) != 2 || s.Step() != Compensating {
+		t.Fatalf("a stalled choreography is compensated by command: %#v", next)
+	}
+}

@@ -149,8 +149,8 @@ func NewOrder(customerID string, lines []Line, saga string, now time.Time) (*Ord
 	if len(lines) == 0 || len(lines) > MaxLines {
 		return nil, &ValidationError{Fields: []FieldError{{"items", fmt.Sprintf("must hold 1 to %d lines", MaxLines)}}}
 	}
-	if saga != Orchestrated {
-		return nil, &ValidationError{Fields: []FieldError{{"saga", "must be orchestrated"}}}
+	if saga != Orchestrated && saga != Choreographed {
+		return nil, &ValidationError{Fields: []FieldError{{"saga", "must be orchestrated or choreographed"}}}
 	}
 	total := Money{Currency: lines[0].UnitPrice.Currency}
 	for _, l := range lines {

@@ -14,6 +14,11 @@ const (
 	Charging     Step = "CHARGING"     // sent ChargePayment, awaits payment.completed or payment.failed
 	Compensating Step = "COMPENSATING" // undoing completed steps, awaits every reply in Awaiting
 	Done         Step = "DONE"
+	// Reacting: a choreographed saga. The order announced itself and the
+	// other contexts react to each other's events: payment charges on
+	// order.created, inventory reserves on payment.completed, payment
+	// refunds on inventory.failed. The order only listens for the outcome.
+	Reacting Step = "REACTING"
 )
 
 // Compensations the saga may wait for.
@@ -45,10 +50,15 @@ type Saga struct {
 	updatedAt    time.Time
 }
 
-// NewSaga starts a saga for o; its first commands are Pending(o). A forward
-// step that gets no reply within stepTimeout is compensated.
+// NewSaga starts a saga for o in o's mode; its first commands are
+// Pending(o). A forward step that gets no reply within stepTimeout is
+// compensated; a choreographed flow gets twice that, for its two steps.
 func NewSaga(o *Order, paymentToken string, now time.Time, stepTimeout time.Duration) *Saga {
 	s := &Saga{orderID: o.ID(), paymentToken: paymentToken}
+	if o.Saga() == Choreographed {
+		s.advance(Reacting, now, 2*stepTimeout)
+		return s
+	}
 	s.advance(Reserving, now, stepTimeout)
 	return s
 }
@@ -105,6 +115,14 @@ type RefundPayment struct {
 	OrderID, Reason string
 }
 
+// AnnounceOrder publishes order.created: the first move of a choreographed
+// saga, repeated on resume until the outcome arrives.
+type AnnounceOrder struct {
+	Order        *Order
+	PaymentToken string
+}
+
+func (AnnounceOrder) command() {}
 func (ReserveStock) command()  {}
 func (ChargePayment) command() {}
 func (ReleaseStock) command()  {}
@@ -137,6 +155,8 @@ func (s *Saga) Pending(o *Order) []Command {
 		return []Command{ReserveStock{OrderID: o.ID(), Lines: o.Lines()}}
 	case Charging:
 		return []Command{ChargePayment{OrderID: o.ID(), CustomerID: o.CustomerID(), Amount: o.Total(), Token: s.paymentToken}}
+	case Reacting:
+		return []Command{AnnounceOrder{Order: o, PaymentToken: s.paymentToken}}
 	case Compensating:
 		var cmds []Command
 		// Reverse order of the forward steps: the payment first, then the stock.
@@ -168,6 +188,23 @@ func (s *Saga) Handle(o *Order, r Reply, now time.Time, stepTimeout time.Duratio
 	case s.step == Charging && r.Kind == PaymentFailed:
 		// Nothing was captured; compensate the reservation.
 		s.compensate(ReasonPaymentDeclined, now, AwaitRelease)
+	// Choreography: the same outcomes and reasons, read from the events.
+	case s.step == Reacting && r.Kind == StockReserved:
+		s.advance(Done, now, 0)
+		return nil, true, o.Confirm(now)
+	case s.step == Reacting && r.Kind == PaymentFailed:
+		s.advance(Done, now, 0)
+		return nil, true, o.Cancel(ReasonPaymentDeclined, now)
+	case s.step == Reacting && r.Kind == StockFailed:
+		// Payment refunds on the same event; the order waits for it.
+		s.cancelReason, s.awaiting = ReasonOutOfStock, []string{AwaitRefund}
+		s.updatedAt = now.UTC()
+		return nil, true, nil
+	case s.step == Reacting && r.Kind == PaymentRefunded:
+		// Only inventory.failed makes payment refund a choreographed order;
+		// its event may reach the order after payment's answer to it.
+		s.advance(Done, now, 0)
+		return nil, true, o.Cancel(ReasonOutOfStock, now)
 	case s.step == Compensating && r.Kind == StockReleased && slices.Contains(s.awaiting, AwaitRelease):
 		return nil, true, s.answered(o, AwaitRelease, now)
 	case s.step == Compensating && r.Kind == PaymentRefunded && slices.Contains(s.awaiting, AwaitRefund):
@@ -191,7 +228,7 @@ func (s *Saga) Cancel(o *Order, now time.Time) ([]Command, bool, error) {
 		// The reservation may land after this; the release then undoes it,
 		// or, arriving first, blocks it.
 		s.compensate(ReasonCustomerCancelled, now, AwaitRelease)
-	default: // charging, or confirmed: a capture may exist
+	default: // charging, reacting, or confirmed: a capture may exist
 		s.compensate(ReasonCustomerCancelled, now, AwaitRefund, AwaitRelease)
 	}
 	return s.Pending(o), true, nil
@@ -207,7 +244,7 @@ func (s *Saga) Expire(o *Order, now time.Time) ([]Command, bool) {
 	switch s.step {
 	case Reserving:
 		s.compensate(ReasonTimeout, now, AwaitRelease)
-	case Charging:
+	case Charging, Reacting:
 		s.compensate(ReasonTimeout, now, AwaitRefund, AwaitRelease)
 	default:
 		return nil, false

@@ -58,11 +58,11 @@ func (e *Events) PublishCharged(ctx context.Context, p *domain.Payment) error {
 	switch {
 	case p.Paid():
 		return e.send(ctx, EventCompleted, p.OrderID(), &paymentv1.PaymentCompleted{
-			PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.Amount()),
+			PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.Amount()), Saga: p.Saga(),
 		})
 	case p.Settled():
 		return e.send(ctx, EventFailed, p.OrderID(), &paymentv1.PaymentFailed{
-			PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.Amount()), Reason: p.Reason(),
+			PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.Amount()), Reason: p.Reason(), Saga: p.Saga(),
 		})
 	default:
 		return fmt.Errorf("publish outcome of payment %s: it is %s", p.ID(), p.Status())
@@ -80,7 +80,7 @@ func (e *Events) PublishInvalid(ctx context.Context, orderID string, amount doma
 // zero when nothing had been captured.
 func (e *Events) PublishRefunded(ctx context.Context, p *domain.Payment) error {
 	return e.send(ctx, EventRefunded, p.OrderID(), &paymentv1.PaymentRefunded{
-		PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.RefundedAmount()),
+		PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.RefundedAmount()), Saga: p.Saga(),
 	})
 }
 

@@ -21,17 +21,17 @@ type Store struct {
 
 func NewStore(db *storage.DB) *Store { return &Store{db: db} }
 
-const columns = `id, order_id, customer_id, amount, currency, status, reason, provider_charge_id, provider_refund_id, created_at, updated_at`
+const columns = `id, order_id, customer_id, amount, currency, status, reason, provider_charge_id, provider_refund_id, created_at, updated_at, saga`
 
 // GetOrCreate stores p unless its order has a payment already, and returns
 // the order's payment: p, or the one stored first. Concurrent calls for one
 // order all return the same payment.
 func (s *Store) GetOrCreate(ctx context.Context, p *domain.Payment) (*domain.Payment, error) {
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO payments (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		`INSERT INTO payments (`+columns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		 ON CONFLICT (order_id) DO NOTHING`,
 		p.ID(), p.OrderID(), p.CustomerID(), p.Amount().Amount, p.Amount().Currency, p.Status(), p.Reason(),
-		p.ChargeID(), p.RefundID(), p.CreatedAt().UnixMicro(), p.UpdatedAt().UnixMicro())
+		p.ChargeID(), p.RefundID(), p.CreatedAt().UnixMicro(), p.UpdatedAt().UnixMicro(), p.Saga())
 	if err != nil {
 		return nil, fmt.Errorf("create payment of order %s: %w", p.OrderID(), err)
 	}
@@ -89,11 +89,11 @@ func (s *Store) ListByOrder(ctx context.Context, orderID string) ([]*domain.Paym
 
 func scan(row *sql.Row) (*domain.Payment, error) {
 	var (
-		id, orderID, customerID, status, reason, chargeID, refundID string
+		id, orderID, customerID, status, reason, chargeID, refundID, saga string
 		amount                                                      domain.Money
 		created, updated                                            int64
 	)
-	err := row.Scan(&id, &orderID, &customerID, &amount.Amount, &amount.Currency, &status, &reason, &chargeID, &refundID, &created, &updated)
+	err := row.Scan(&id, &orderID, &customerID, &amount.Amount, &amount.Currency, &status, &reason, &chargeID, &refundID, &created, &updated, &saga)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, domain.ErrNotFound
 	}
@@ -101,5 +101,5 @@ func scan(row *sql.Row) (*domain.Payment, error) {
 		return nil, err
 	}
 	return domain.Restore(id, orderID, customerID, amount, domain.Status(status), reason, chargeID, refundID,
-		time.UnixMicro(created), time.UnixMicro(updated)), nil
+		time.UnixMicro(created), time.UnixMicro(updated), domain.InSaga(saga)), nil
 }

@@ -34,6 +34,7 @@ type Charge struct {
 	CustomerID string
 	Amount     domain.Money
 	Token      string
+	Saga       string // the order's saga mode; empty for orchestrated
 }
 
 // ChargeHandler captures an order's amount through the provider and answers
@@ -54,7 +55,7 @@ func NewChargeHandler(store paymentStore, provider charger, events chargePublish
 // again. A provider that is unavailable makes it return an error wrapping
 // domain.ErrProviderUnavailable: the command is to be retried later.
 func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment, error) {
-	p, err := domain.NewPayment(cmd.OrderID, cmd.CustomerID, cmd.Amount, h.now())
+	p, err := domain.NewPayment(cmd.OrderID, cmd.CustomerID, cmd.Amount, h.now(), domain.InSaga(cmd.Saga))
 	if err == nil && cmd.Token == "" {
 		err = fmt.Errorf("%w: payment token is required", domain.ErrInvalidCommand)
 	}

@@ -69,11 +69,30 @@ type Payment struct {
 	refundID   string // the provider's refund
 	createdAt  time.Time
 	updatedAt  time.Time
+	saga       string // the order's saga mode
+}
+
+// Saga modes of the order a payment belongs to.
+const (
+	Orchestrated  = "orchestrated"  // charged and refunded on the order saga's commands
+	Choreographed = "choreographed" // charged on order.created, refunded on inventory.failed
+)
+
+// Option sets what a payment is created or restored with.
+type Option func(*Payment)
+
+// InSaga records the saga mode of the payment's order (default orchestrated).
+func InSaga(mode string) Option {
+	return func(p *Payment) {
+		if mode != "" {
+			p.saga = mode
+		}
+	}
 }
 
 // NewPayment validates a charge and returns its PENDING payment with a
 // UUIDv7 id. Errors wrap ErrInvalidCommand.
-func NewPayment(orderID, customerID string, amount Money, now time.Time) (*Payment, error) {
+func NewPayment(orderID, customerID string, amount Money, now time.Time, opts ...Option) (*Payment, error) {
 	switch {
 	case orderID == "":
 		return nil, fmt.Errorf("%w: order id is required", ErrInvalidCommand)
@@ -85,10 +104,14 @@ func NewPayment(orderID, customerID string, amount Money, now time.Time) (*Payme
 		return nil, fmt.Errorf("%w: %w: %q", ErrInvalidCommand, ErrUnsupportedCurrency, amount.Currency)
 	}
 	now = now.UTC()
-	return &Payment{
+	p := &Payment{
 		id: uuid.Must(uuid.NewV7()).String(), orderID: orderID, customerID: customerID,
-		amount: amount, status: Pending, createdAt: now, updatedAt: now,
-	}, nil
+		amount: amount, status: Pending, createdAt: now, updatedAt: now, saga: Orchestrated,
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p, nil
 }
 
 // NewVoided returns the tombstone of an order refunded before any charge:
@@ -98,16 +121,20 @@ func NewVoided(orderID string, now time.Time) *Payment {
 	now = now.UTC()
 	return &Payment{
 		id: uuid.Must(uuid.NewV7()).String(), orderID: orderID,
-		status: Voided, reason: ReasonVoided, createdAt: now, updatedAt: now,
+		status: Voided, reason: ReasonVoided, createdAt: now, updatedAt: now, saga: Orchestrated,
 	}
 }
 
 // Restore rebuilds a payment from storage.
-func Restore(id, orderID, customerID string, amount Money, status Status, reason, chargeID, refundID string, createdAt, updatedAt time.Time) *Payment {
-	return &Payment{
+func Restore(id, orderID, customerID string, amount Money, status Status, reason, chargeID, refundID string, createdAt, updatedAt time.Time, opts ...Option) *Payment {
+	p := &Payment{
 		id: id, orderID: orderID, customerID: customerID, amount: amount, status: status, reason: reason,
-		chargeID: chargeID, refundID: refundID, createdAt: createdAt.UTC(), updatedAt: updatedAt.UTC(),
+		chargeID: chargeID, refundID: refundID, createdAt: createdAt.UTC(), updatedAt: updatedAt.UTC(), saga: Orchestrated,
 	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 func (p *Payment) ID() string           { return p.id }
@@ -120,6 +147,7 @@ func (p *Payment) ChargeID() string     { return p.chargeID }
 func (p *Payment) RefundID() string     { return p.refundID }
 func (p *Payment) CreatedAt() time.Time { return p.createdAt }
 func (p *Payment) UpdatedAt() time.Time { return p.updatedAt }
+func (p *Payment) Saga() string         { return p.saga }
 
 // Settled reports whether the charge has an outcome: every status but PENDING.
 func (p *Payment) Settled() bool { return p.status != Pending }

@@ -300,13 +300,16 @@ func (x *GetOrderResponse) GetOrder() *Order {
 
 // Published as order.created.
 type OrderCreated struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OrderId       string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
-	CustomerId    string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
-	Items         []*OrderLine           `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
-	Total         *v1.Money              `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
-	Saga          string                 `protobuf:"bytes,5,opt,name=saga,proto3" json:"saga,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	OrderId    string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	CustomerId string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	Items      []*OrderLine           `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
+	Total      *v1.Money              `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
+	Saga       string                 `protobuf:"bytes,5,opt,name=saga,proto3" json:"saga,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The tokenized payment method (tok_...), never card data. In a
+	// choreographed saga, payment charges the order when it sees this event.
+	PaymentToken  string `protobuf:"bytes,7,opt,name=payment_token,json=paymentToken,proto3" json:"payment_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +384,13 @@ func (x *OrderCreated) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *OrderCreated) GetPaymentToken() string {
+	if x != nil {
+		return x.PaymentToken
+	}
+	return ""
 }
 
 // Published as order.confirmed.
@@ -543,7 +553,7 @@ const file_order_v1_order_proto_rawDesc = "" +
 	"\x0fGetOrderRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
 	"\x10GetOrderResponse\x12%\n" +
-	"\x05order\x18\x01 \x01(\v2\x0f.order.v1.OrderR\x05order\"\xeb\x01\n" +
+	"\x05order\x18\x01 \x01(\v2\x0f.order.v1.OrderR\x05order\"\x90\x02\n" +
 	"\fOrderCreated\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -552,7 +562,8 @@ const file_order_v1_order_proto_rawDesc = "" +
 	"\x05total\x18\x04 \x01(\v2\x0f.money.v1.MoneyR\x05total\x12\x12\n" +
 	"\x04saga\x18\x05 \x01(\tR\x04saga\x129\n" +
 	"\n" +
-	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x8b\x01\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12#\n" +
+	"\rpayment_token\x18\a \x01(\tR\fpaymentToken\"\x8b\x01\n" +
 	"\x0eOrderConfirmed\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +

@@ -430,10 +430,12 @@ func (x *RefundPayment) GetReason() string {
 
 // Published as payment.completed.
 type PaymentCompleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PaymentId     string                 `protobuf:"bytes,1,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
-	OrderId       string                 `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
-	Amount        *v1.Money              `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PaymentId string                 `protobuf:"bytes,1,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
+	OrderId   string                 `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	Amount    *v1.Money              `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	// The saga mode of the order: orchestrated or choreographed.
+	Saga          string `protobuf:"bytes,4,opt,name=saga,proto3" json:"saga,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -489,6 +491,13 @@ func (x *PaymentCompleted) GetAmount() *v1.Money {
 	return nil
 }
 
+func (x *PaymentCompleted) GetSaga() string {
+	if x != nil {
+		return x.Saga
+	}
+	return ""
+}
+
 // Published as payment.failed.
 type PaymentFailed struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -496,7 +505,9 @@ type PaymentFailed struct {
 	OrderId   string                 `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	Amount    *v1.Money              `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
 	// payment_declined, or voided when a refund came first.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The saga mode of the order: orchestrated or choreographed.
+	Saga          string `protobuf:"bytes,5,opt,name=saga,proto3" json:"saga,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,12 +570,21 @@ func (x *PaymentFailed) GetReason() string {
 	return ""
 }
 
+func (x *PaymentFailed) GetSaga() string {
+	if x != nil {
+		return x.Saga
+	}
+	return ""
+}
+
 // Published as payment.refunded. amount is zero when nothing had been captured.
 type PaymentRefunded struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PaymentId     string                 `protobuf:"bytes,1,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
-	OrderId       string                 `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
-	Amount        *v1.Money              `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PaymentId string                 `protobuf:"bytes,1,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
+	OrderId   string                 `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	Amount    *v1.Money              `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	// The saga mode of the order: orchestrated or choreographed.
+	Saga          string `protobuf:"bytes,4,opt,name=saga,proto3" json:"saga,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +640,13 @@ func (x *PaymentRefunded) GetAmount() *v1.Money {
 	return nil
 }
 
+func (x *PaymentRefunded) GetSaga() string {
+	if x != nil {
+		return x.Saga
+	}
+	return ""
+}
+
 var File_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_payment_v1_payment_proto_rawDesc = "" +
@@ -654,23 +681,26 @@ const file_payment_v1_payment_proto_rawDesc = "" +
 	"\rpayment_token\x18\x04 \x01(\tR\fpaymentToken\"B\n" +
 	"\rRefundPayment\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"u\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x89\x01\n" +
 	"\x10PaymentCompleted\x12\x1d\n" +
 	"\n" +
 	"payment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n" +
 	"\border_id\x18\x02 \x01(\tR\aorderId\x12'\n" +
-	"\x06amount\x18\x03 \x01(\v2\x0f.money.v1.MoneyR\x06amount\"\x8a\x01\n" +
+	"\x06amount\x18\x03 \x01(\v2\x0f.money.v1.MoneyR\x06amount\x12\x12\n" +
+	"\x04saga\x18\x04 \x01(\tR\x04saga\"\x9e\x01\n" +
 	"\rPaymentFailed\x12\x1d\n" +
 	"\n" +
 	"payment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n" +
 	"\border_id\x18\x02 \x01(\tR\aorderId\x12'\n" +
 	"\x06amount\x18\x03 \x01(\v2\x0f.money.v1.MoneyR\x06amount\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"t\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04saga\x18\x05 \x01(\tR\x04saga\"\x88\x01\n" +
 	"\x0fPaymentRefunded\x12\x1d\n" +
 	"\n" +
 	"payment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n" +
 	"\border_id\x18\x02 \x01(\tR\aorderId\x12'\n" +
-	"\x06amount\x18\x03 \x01(\v2\x0f.money.v1.MoneyR\x06amount2\xba\x01\n" +
+	"\x06amount\x18\x03 \x01(\v2\x0f.money.v1.MoneyR\x06amount\x12\x12\n" +
+	"\x04saga\x18\x04 \x01(\tR\x04saga2\xba\x01\n" +
 	"\x0ePaymentService\x12P\n" +
 	"\n" +
 	"GetPayment\x12\x1d.payment.v1.GetPaymentRequest\x1a\x1e.payment.v1.GetPaymentResponse\"\x03\x90\x02\x01\x12V\n" +
