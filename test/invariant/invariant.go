@@ -1,0 +1,263 @@
+// Package invariant checks, after a run of the shop, the promises the
+// design makes whatever happened during it (faults included):
+//
+//   - no order stays PENDING once the system is quiet;
+//   - CONFIRMED (or SHIPPED): stock taken once and the payment captured once;
+//   - CANCELLED: no net charge (declined, voided, or refunded) and no stock held;
+//   - stock never negative, and what is available plus what orders hold is
+//     what the catalog started with;
+//   - no payment captured twice for one order.
+//
+// It reads the services' databases directly. Services never do that to each
+// other; a test that judges the whole system from outside may.
+package invariant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mercato-shop/mercato/platform/storage"
+)
+
+// Stock is the units per product id.
+type Stock map[string]int64
+
+// Snapshot reads the stock of every product: take one before a run.
+func Snapshot(ctx context.Context, dataDir string) (Stock, error) {
+	db, err := open(ctx, dataDir, "inventory")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return stock(ctx, db)
+}
+
+// Report is what Check found.
+type Report struct {
+	Orders     map[string]int // by status
+	Violations []string
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("orders %v, %d violations:\n  %s", r.Orders, len(r.Violations), strings.Join(r.Violations, "\n  "))
+}
+
+type order struct {
+	id, status string
+	lines      map[string]int64
+}
+
+// Check verifies every invariant against the databases under dataDir.
+// initial is the Snapshot taken before the run.
+func Check(ctx context.Context, dataDir string, initial Stock) (Report, error) {
+	rep := Report{Orders: map[string]int{}}
+	violate := func(format string, args ...any) {
+		rep.Violations = append(rep.Violations, fmt.Sprintf(format, args...))
+	}
+
+	orders, err := readOrders(ctx, dataDir)
+	if err != nil {
+		return rep, err
+	}
+	payments, err := readPayments(ctx, dataDir)
+	if err != nil {
+		return rep, err
+	}
+	inv, err := open(ctx, dataDir, "inventory")
+	if err != nil {
+		return rep, err
+	}
+	defer inv.Close()
+	held, err := reservations(ctx, inv)
+	if err != nil {
+		return rep, err
+	}
+	now, err := stock(ctx, inv)
+	if err != nil {
+		return rep, err
+	}
+
+	heldTotal := Stock{}
+	for _, o := range orders {
+		rep.Orders[o.status]++
+		pay := payments[o.id]
+		res, holds := held[o.id]
+		switch o.status {
+		case "PENDING":
+			violate("order %s is still PENDING", o.id)
+		case "CONFIRMED", "SHIPPED":
+			if pay != "CAPTURED" {
+				violate("%s order %s: payment %q, want CAPTURED", o.status, o.id, pay)
+			}
+			if !holds {
+				violate("%s order %s holds no stock", o.status, o.id)
+			} else if !sameLines(res, o.lines) {
+				violate("%s order %s holds %v, ordered %v", o.status, o.id, res, o.lines)
+			}
+		case "CANCELLED":
+			if pay == "CAPTURED" || pay == "PENDING" {
+				violate("CANCELLED order %s: payment %s (a net charge)", o.id, pay)
+			}
+			if holds {
+				violate("CANCELLED order %s still holds stock %v", o.id, res)
+			}
+		default:
+			violate("order %s has unknown status %q", o.id, o.status)
+		}
+	}
+	for orderID, res := range held {
+		if _, ok := orders[orderID]; !ok {
+			violate("stock held for unknown order %s", orderID)
+		}
+		for p, q := range res {
+			heldTotal[p] += q
+		}
+	}
+	for p, start := range initial {
+		if now[p] < 0 {
+			violate("product %s stock is negative: %d", p, now[p])
+		}
+		if now[p]+heldTotal[p] != start {
+			violate("product %s: %d available + %d held, started with %d", p, now[p], heldTotal[p], start)
+		}
+	}
+	sort.Strings(rep.Violations)
+	return rep, nil
+}
+
+// Eventually checks until every invariant holds (the system settles after a
+// fault) or the deadline passes, and fails t with the last report.
+func Eventually(t testing.TB, dataDir string, initial Stock, within time.Duration) Report {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(within)
+	for {
+		rep, err := Check(ctx, dataDir, initial)
+		if err != nil {
+			t.Fatalf("check invariants: %v", err)
+		}
+		if len(rep.Violations) == 0 {
+			return rep
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("invariants broken after %v: %s", within, rep)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func open(ctx context.Context, dataDir, service string) (*storage.DB, error) {
+	return storage.Open(ctx, storage.SQLiteDSN(dataDir, service))
+}
+
+func readOrders(ctx context.Context, dataDir string) (map[string]*order, error) {
+	db, err := open(ctx, dataDir, "order")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	out := map[string]*order{}
+	rows, err := db.QueryContext(ctx, `SELECT o.id, o.status, l.product_id, l.quantity FROM orders o JOIN order_lines l ON l.order_id = o.id`)
+	if err != nil {
+		return nil, fmt.Errorf("read orders: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, status, product string
+		var qty int64
+		if err := rows.Scan(&id, &status, &product, &qty); err != nil {
+			return nil, err
+		}
+		o, ok := out[id]
+		if !ok {
+			o = &order{id: id, status: status, lines: map[string]int64{}}
+			out[id] = o
+		}
+		o.lines[product] += qty
+	}
+	return out, rows.Err()
+}
+
+// readPayments returns each order's payment status; the unique order id
+// column already makes two payments for one order impossible.
+func readPayments(ctx context.Context, dataDir string) (map[string]string, error) {
+	db, err := open(ctx, dataDir, "payment")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT order_id, status FROM payments`)
+	if err != nil {
+		return nil, fmt.Errorf("read payments: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, status string
+		if err := rows.Scan(&id, &status); err != nil {
+			return nil, err
+		}
+		out[id] = status
+	}
+	return out, rows.Err()
+}
+
+func reservations(ctx context.Context, db *storage.DB) (map[string]Stock, error) {
+	rows, err := db.QueryContext(ctx,
+		`SELECT r.order_id, l.product_id, l.quantity FROM reservations r JOIN reservation_lines l ON l.order_id = r.order_id WHERE r.status = 'HELD'`)
+	if err != nil {
+		return nil, fmt.Errorf("read reservations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Stock{}
+	for rows.Next() {
+		var id, product string
+		var qty int64
+		if err := rows.Scan(&id, &product, &qty); err != nil {
+			return nil, err
+		}
+		if out[id] == nil {
+			out[id] = Stock{}
+		}
+		out[id][product] += qty
+	}
+	return out, rows.Err()
+}
+
+func stock(ctx context.Context, db *storage.DB) (Stock, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, available FROM products`)
+	if err != nil {
+		return nil, fmt.Errorf("read stock: %w", err)
+	}
+	defer rows.Close()
+	out := Stock{}
+	for rows.Next() {
+		var id string
+		var n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	if len(out) == 0 {
+		return nil, errors.New("read stock: no products")
+	}
+	return out, rows.Err()
+}
+
+func sameLines(a, b Stock) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
