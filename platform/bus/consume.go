@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -65,11 +66,19 @@ type Consumer struct {
 	// AckWait is how long a delivery may take before the broker redelivers
 	// it; it is also the deadline of the handler's ctx. Default 30s.
 	AckWait time.Duration
-	// MaxDeliver bounds delivery attempts; default -1, unbounded.
+	// MaxDeliver bounds delivery attempts. Default -1, unbounded; with a
+	// DeadLetter stream, DefaultMaxDeliver.
 	MaxDeliver int
 	// Backoff is the redelivery delay after a failed attempt, indexed by
-	// attempt (the last entry repeats). Default 100ms, 500ms, 2s, 5s.
+	// attempt (the last entry repeats). By default it grows exponentially,
+	// with jitter, from 100ms to 30s.
 	Backoff []time.Duration
+	// DeadLetter names a stream declared with DeadLetterStream. A poison
+	// message, and one whose last allowed delivery failed, is copied there
+	// with the reason and then removed from the consumer's stream, so it
+	// neither blocks the queue nor is lost. Empty: a poison message is
+	// dropped and a failing one is retried up to MaxDeliver.
+	DeadLetter string
 	// MaxInFlight bounds the deliveries handled at once. Default 256.
 	MaxInFlight int
 }
@@ -80,9 +89,9 @@ func (c Consumer) withDefaults() Consumer {
 	}
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = -1
-	}
-	if len(c.Backoff) == 0 {
-		c.Backoff = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
+		if c.DeadLetter != "" {
+			c.MaxDeliver = DefaultMaxDeliver
+		}
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 256
@@ -90,9 +99,29 @@ func (c Consumer) withDefaults() Consumer {
 	return c
 }
 
+// Default redelivery delays: the first retry after about backoffMin, each
+// next one about twice as late, none later than backoffMax.
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 30 * time.Second
+)
+
+// backoff is the delay before redelivering a message whose delivered-th
+// attempt failed.
 func (c Consumer) backoff(delivered uint64) time.Duration {
-	i := min(int(max(delivered, 1))-1, len(c.Backoff)-1)
-	return c.Backoff[i]
+	n := max(delivered, 1)
+	if len(c.Backoff) > 0 {
+		return c.Backoff[min(n, uint64(len(c.Backoff)))-1]
+	}
+	// Exponential backoff with equal jitter: instances that failed on the
+	// same outage spread their retries instead of returning in step.
+	d := min(backoffMin<<min(n-1, 20), backoffMax)
+	return d/2 + rand.N(d/2)
+}
+
+// exhausted reports whether a delivery was the last one MaxDeliver allows.
+func (c Consumer) exhausted(delivered uint64) bool {
+	return c.MaxDeliver > 0 && delivered >= uint64(c.MaxDeliver)
 }
 
 // Subscription is a running consumer.
@@ -111,10 +140,13 @@ type Subscription struct {
 // Handlers run concurrently, up to MaxInFlight at once, so deliveries are not
 // handled in stream order and a handler must be safe for concurrent use.
 //
-// Outcome of a delivery: nil acks it; an error wrapping ErrPoison, a message
-// without ce-type or with a type hs does not handle is terminated (never
-// redelivered) and logged as an error; any other error is retried after
-// Backoff and logged as a warning.
+// Outcome of a delivery: nil acks it. An error wrapping ErrPoison, a message
+// without ce-type or with a type hs does not handle is poison: it is never
+// retried. Any other error is retried after Backoff, up to MaxDeliver
+// attempts. With a DeadLetter stream, a poison message and one that failed
+// its last attempt are dead-lettered (see Consumer.DeadLetter); without one,
+// poison is terminated and the last failure is left to the broker's limit.
+// Failures are logged, as errors when the message is given up.
 func (b *Bus) Subscribe(ctx context.Context, c Consumer, hs Handlers) (*Subscription, error) {
 	if c.Stream == "" || c.Durable == "" {
 		return nil, errors.New("subscribe: Stream and Durable are required")
@@ -123,11 +155,20 @@ func (b *Bus) Subscribe(ctx context.Context, c Consumer, hs Handlers) (*Subscrip
 		return nil, fmt.Errorf("subscribe %s/%s: no handlers", c.Stream, c.Durable)
 	}
 	c = c.withDefaults()
+	maxDeliver := c.MaxDeliver
+	if c.DeadLetter != "" {
+		// The dispatcher enforces the bound: the broker's would stop
+		// redelivering a message whose dead-lettering failed, stranding it.
+		maxDeliver = -1
+		if _, err := b.js.Stream(ctx, c.DeadLetter); err != nil {
+			return nil, fmt.Errorf("subscribe %s/%s: dead-letter stream %s: %w", c.Stream, c.Durable, c.DeadLetter, err)
+		}
+	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver,
+		MaxDeliver:    maxDeliver,
 		MaxAckPending: c.MaxInFlight,
 	}
 	if len(c.Subjects) == 1 {
@@ -236,8 +277,7 @@ func (d *dispatcher) deliver(msg jetstream.Msg) {
 
 	start := time.Now()
 	err := d.handle(ctx, m, msg.Data())
-	switch {
-	case err == nil:
+	if err == nil {
 		// Double ack: the broker confirms, so an acked message is not redelivered.
 		if err := msg.DoubleAck(ctx); err != nil {
 			log.WarnContext(ctx, "ack", "err", err)
@@ -245,19 +285,38 @@ func (d *dispatcher) deliver(msg jetstream.Msg) {
 		}
 		log.DebugContext(ctx, "message handled", "duration", time.Since(start))
 		return
-	case errors.Is(err, ErrPoison):
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		log.ErrorContext(ctx, "terminate message", "err", err)
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	poison, exhausted := errors.Is(err, ErrPoison), d.consumer.exhausted(m.Delivered)
+	switch {
+	case d.consumer.DeadLetter != "" && (poison || exhausted):
+		if dlErr := d.deadLetter(ctx, msg, err); dlErr != nil {
+			// Never lose it: it comes back and dead-lettering is tried again.
+			delay := d.consumer.backoff(m.Delivered)
+			log.ErrorContext(ctx, "cannot dead-letter message, will retry", "err", err, "dead_letter_err", dlErr, "retry_in", delay)
+			if err := msg.NakWithDelay(delay); err != nil {
+				log.WarnContext(ctx, "nak", "err", err)
+			}
+			return
+		}
+		log.ErrorContext(ctx, "message dead-lettered", "err", err, "dead_letter", d.consumer.DeadLetter)
 		// Plain Term: servers before 2.10 ignore a "+TERM reason" ack.
+		if err := msg.Term(); err != nil {
+			log.WarnContext(ctx, "term", "err", err)
+		}
+	case poison:
+		log.ErrorContext(ctx, "terminate message", "err", err)
 		if err := msg.Term(); err != nil {
 			log.WarnContext(ctx, "term", "err", err)
 		}
 	default:
 		delay := d.consumer.backoff(m.Delivered)
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		log.WarnContext(ctx, "handler failed, will retry", "err", err, "retry_in", delay)
+		if exhausted {
+			log.ErrorContext(ctx, "handler failed on the last allowed delivery", "err", err)
+		} else {
+			log.WarnContext(ctx, "handler failed, will retry", "err", err, "retry_in", delay)
+		}
 		if err := msg.NakWithDelay(delay); err != nil {
 			log.WarnContext(ctx, "nak", "err", err)
 		}
