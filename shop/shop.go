@@ -41,6 +41,9 @@ type Config struct {
 	// for the defaults.
 	SagaRetry, StepTimeout time.Duration
 	DefaultSaga            string
+	// PaymentAttempts and PaymentBackoff: see payment.Config.
+	PaymentAttempts int
+	PaymentBackoff  []time.Duration
 	// Spans, when set, receives every span every service ends.
 	Spans     sdktrace.SpanProcessor
 	LogOutput io.Writer
@@ -118,6 +121,8 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
 		BusURL:      url,
 		ProviderURL: s.provider.URL(),
+		Attempts:    cfg.PaymentAttempts,
+		Backoff:     cfg.PaymentBackoff,
 	}, logger(payment.Name), tracer(payment.Name))
 	s.order = order.New(order.Config{
 		DSN:         storage.SQLiteDSN(cfg.DataDir, order.Name),
@@ -147,6 +152,9 @@ func (s *Shop) Stop(ctx context.Context) error {
 
 // GatewayAddr is the address the gateway listens on.
 func (s *Shop) GatewayAddr() string { return s.gateway.Addr() }
+
+// BrokerURL is the embedded NATS server's client URL.
+func (s *Shop) BrokerURL() string { return s.broker.ClientURL() }
 
 // Provider is the simulated payment provider, for fault switches.
 func (s *Shop) Provider() *paysim.Simulator { return s.provider }

@@ -33,8 +33,11 @@ type Config struct {
 	Migrations fs.FS  // its own schema
 	BusURL     string // NATS server
 	Listen     string // HTTP listen address; default 127.0.0.1:0 (a free port)
-	Logger     *slog.Logger
-	Tracer     trace.TracerProvider
+	// DeadLetters is the stream where consumers put the messages they give
+	// up on; default DEADLETTER, shared by every service.
+	DeadLetters string
+	Logger      *slog.Logger
+	Tracer      trace.TracerProvider
 }
 
 // Node is a running service instance. DB, Bus, Mux and Health are ready for
@@ -55,6 +58,9 @@ type Node struct {
 func New(cfg Config) *Node {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.DeadLetters == "" {
+		cfg.DeadLetters = "DEADLETTER"
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider()
@@ -77,8 +83,12 @@ func (n *Node) Append(hooks ...runtime.Hook) { n.lc.Append(hooks...) }
 // Consume subscribes a durable consumer for the life of the node. It does
 // not hold up the start: a stream whose owner has not started yet is waited
 // for in the background, so services may start in any order, and /readyz
-// says which consumers are still waiting.
+// says which consumers are still waiting. A message the handlers give up on
+// goes to the dead letters, unless c names another dead-letter stream.
 func (n *Node) Consume(c bus.Consumer, hs bus.Handlers) {
+	if c.DeadLetter == "" {
+		c.DeadLetter = n.cfg.DeadLetters
+	}
 	var (
 		mu     sync.Mutex
 		sub    *bus.Subscription
@@ -207,8 +217,15 @@ func (n *Node) connectBus(ctx context.Context) error {
 	}
 	n.Bus = b
 	n.Health.Check("bus", b.Ready)
+	if err := b.EnsureStream(ctx, bus.DeadLetterStream(n.cfg.DeadLetters)); err != nil {
+		b.Close()
+		return err
+	}
 	return nil
 }
+
+// DeadLetters gives access to the dead letters of every consumer.
+func (n *Node) DeadLetters() *bus.DeadLetters { return n.Bus.DeadLetters(n.cfg.DeadLetters) }
 
 func (n *Node) openRegistry(ctx context.Context) error {
 	r, err := discovery.NewRegistry(ctx, n.Bus.JetStream(), discovery.Config{Logger: n.cfg.Logger})

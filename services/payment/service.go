@@ -20,6 +20,7 @@ import (
 
 	"github.com/mercato-shop/mercato/api/gen/payment/v1/paymentv1connect"
 	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/deadletter"
 	"github.com/mercato-shop/mercato/platform/node"
 	"github.com/mercato-shop/mercato/platform/rpc"
 	"github.com/mercato-shop/mercato/platform/runtime"
@@ -41,6 +42,11 @@ type Config struct {
 	ProviderURL string
 	// ProviderTimeout bounds one provider call; default 5s.
 	ProviderTimeout time.Duration
+	// Attempts and Backoff bound the retries of a payment-processing
+	// command before it goes to the dead letters; zero values keep
+	// adapters.CommandConsumer's (20 attempts, exponential backoff).
+	Attempts int
+	Backoff  []time.Duration
 }
 
 // Service is a running payment service.
@@ -92,7 +98,14 @@ func (s *Service) setup(ctx context.Context) error {
 		Charge: app.NewChargeHandler(store, provider, events),
 		Refund: app.NewRefundHandler(store, provider, events),
 	}
-	n.Consume(adapters.CommandConsumer(), commands.Handlers())
+	queue := adapters.CommandConsumer()
+	if s.cfg.Attempts > 0 {
+		queue.MaxDeliver = s.cfg.Attempts
+	}
+	if len(s.cfg.Backoff) > 0 {
+		queue.Backoff = s.cfg.Backoff
+	}
+	n.Consume(queue, commands.Handlers())
 	// The choreographed saga: charge on order.created, refund on inventory.failed.
 	choreo := &adapters.Choreography{Charge: commands.Charge, Refund: commands.Refund, Payments: store}
 	for _, c := range adapters.ChoreographyConsumers() {
@@ -100,6 +113,9 @@ func (s *Service) setup(ctx context.Context) error {
 	}
 
 	(&adapters.HTTP{Payments: app.NewOrderPaymentsHandler(store), Logger: n.Logger()}).Routes(n.Mux)
+	// The payment-processing queue's dead letters (and every other
+	// consumer's: the stream is shared) are administered here.
+	deadletter.Routes(n.Mux, n.DeadLetters(), n.Logger())
 	opts, err := rpc.HandlerOptions(n.Tracer())
 	if err != nil {
 		return err

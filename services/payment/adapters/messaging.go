@@ -37,9 +37,10 @@ func CommandStream() bus.Stream {
 }
 
 // CommandConsumer is the durable consumer of the queue, shared by every
-// payment instance.
+// payment instance. A command the provider keeps failing is retried with
+// backoff for about four minutes before it goes to the dead letters.
 func CommandConsumer() bus.Consumer {
-	return bus.Consumer{Stream: "PAYMENT_PROCESSING", Durable: "payment-processing"}
+	return bus.Consumer{Stream: "PAYMENT_PROCESSING", Durable: "payment-processing", MaxDeliver: 20}
 }
 
 // Events publishes payment outcomes.

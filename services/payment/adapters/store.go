@@ -90,8 +90,8 @@ func (s *Store) ListByOrder(ctx context.Context, orderID string) ([]*domain.Paym
 func scan(row *sql.Row) (*domain.Payment, error) {
 	var (
 		id, orderID, customerID, status, reason, chargeID, refundID, saga string
-		amount                                                      domain.Money
-		created, updated                                            int64
+		amount                                                            domain.Money
+		created, updated                                                  int64
 	)
 	err := row.Scan(&id, &orderID, &customerID, &amount.Amount, &amount.Currency, &status, &reason, &chargeID, &refundID, &created, &updated, &saga)
 	if errors.Is(err, sql.ErrNoRows) {
