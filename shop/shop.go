@@ -11,10 +11,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	neturl "net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -22,6 +27,7 @@ import (
 	"github.com/mercato-shop/mercato/external/paysim"
 	"github.com/mercato-shop/mercato/gateway"
 	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/discovery"
 	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/telemetry"
@@ -52,12 +58,15 @@ type Config struct {
 
 // Shop is a running shop.
 type Shop struct {
-	lc       runtime.Lifecycle
-	broker   *bus.Server
-	provider *paysim.Simulator
-	gateway  *gateway.Service
-	customer *customer.Service
-	order    *order.Service
+	lc        runtime.Lifecycle
+	mu        sync.Mutex
+	broker    *bus.Server
+	brokerCfg bus.ServerConfig // to restart it on the same port and store
+	brokerURL string
+	provider  *paysim.Simulator
+	gateway   *gateway.Service
+	customer  *customer.Service
+	order     *order.Service
 }
 
 // Start starts the broker and the services, in dependency order. On failure,
@@ -91,8 +100,19 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Shop{broker: broker}
-	s.lc.Append(runtime.Hook{Name: "broker", Stop: func(context.Context) error { broker.Shutdown(); return nil }})
+	url := broker.ClientURL()
+	s := &Shop{broker: broker, brokerURL: url, brokerCfg: bus.ServerConfig{
+		StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: logger("nats"), Port: portOf(url),
+	}}
+	s.lc.Append(runtime.Hook{Name: "broker", Stop: func(context.Context) error { s.StopBroker(); return nil }})
+
+	// Every instance registered in the broker's store is from an earlier,
+	// dead run of this process: forget them, or the gateway would send
+	// requests to them until their registrations expire.
+	if err := forgetInstances(ctx, url); err != nil {
+		broker.Shutdown()
+		return nil, err
+	}
 
 	// The payment provider is the outside world: a simulator with a
 	// listener of its own, reached over HTTP through payment's
@@ -104,7 +124,6 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}
 	s.lc.Append(runtime.Hook{Name: "paysim", Stop: s.provider.Stop})
 
-	url := broker.ClientURL()
 	s.customer = customer.New(customer.Config{
 		DSN:           storage.SQLiteDSN(cfg.DataDir, customer.Name),
 		BusURL:        url,
@@ -154,7 +173,38 @@ func (s *Shop) Stop(ctx context.Context) error {
 func (s *Shop) GatewayAddr() string { return s.gateway.Addr() }
 
 // BrokerURL is the embedded NATS server's client URL.
-func (s *Shop) BrokerURL() string { return s.broker.ClientURL() }
+func (s *Shop) BrokerURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.brokerURL
+}
+
+// StopBroker shuts the embedded broker down, as a crash of the broker would
+// look to the services: they keep running and reconnecting.
+func (s *Shop) StopBroker() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broker != nil {
+		s.broker.Shutdown()
+		s.broker = nil
+	}
+}
+
+// StartBroker starts the embedded broker again on its port and store; the
+// services' connections find it again.
+func (s *Shop) StartBroker(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broker != nil {
+		return nil
+	}
+	b, err := bus.StartServer(ctx, s.brokerCfg)
+	if err != nil {
+		return err
+	}
+	s.broker = b
+	return nil
+}
 
 // Provider is the simulated payment provider, for fault switches.
 func (s *Shop) Provider() *paysim.Simulator { return s.provider }
@@ -180,3 +230,25 @@ func Run(ctx context.Context, cfg Config, ready func(*Shop)) error {
 
 // stopTimeout bounds a graceful stop: requests in flight drain within it.
 const stopTimeout = 15 * time.Second
+
+func portOf(url string) int {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(u.Port())
+	return p
+}
+
+func forgetInstances(ctx context.Context, url string) error {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return fmt.Errorf("forget instances: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("forget instances: %w", err)
+	}
+	return discovery.Forget(ctx, js, discovery.DefaultBucket)
+}

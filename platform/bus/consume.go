@@ -201,6 +201,9 @@ func (b *Bus) Subscribe(ctx context.Context, c Consumer, hs Handlers) (*Subscrip
 		}()
 	},
 		jetstream.PullMaxMessages(c.MaxInFlight),
+		// Short pull requests: after a broker restart the lost request is
+		// noticed (missed heartbeats, half of this) and renewed in seconds.
+		jetstream.PullExpiry(5*time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			d.log.Warn("consume", "err", err)
 		}))

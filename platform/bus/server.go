@@ -20,6 +20,9 @@ type ServerConfig struct {
 	StoreDir string
 	// Logger receives the server's warnings and errors; nil silences it.
 	Logger *slog.Logger
+	// Port to listen on; 0 lets the kernel pick one. A server restarted on
+	// the port it had is found again by clients reconnecting to its URL.
+	Port int
 }
 
 // Server is a NATS server with JetStream running inside this process, for the
@@ -37,7 +40,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}
 	ns, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
+		Port:      port(cfg.Port),
 		JetStream: true,
 		StoreDir:  cfg.StoreDir,
 		NoSigs:    true, // the process owns its signals, not the library
@@ -64,6 +67,13 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("start nats server: not ready after %s", wait)
 	}
 	return &Server{ns: ns}, nil
+}
+
+func port(p int) int {
+	if p == 0 {
+		return server.RANDOM_PORT
+	}
+	return p
 }
 
 // ClientURL is the URL clients connect to, e.g. nats://127.0.0.1:40123.

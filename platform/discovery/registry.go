@@ -19,14 +19,28 @@ import (
 // Config configures a [Registry]. Every registry on a bucket should use the
 // same TTL: the last one opened sets the bucket's.
 type Config struct {
-	Bucket string        // default "mercato_services"
+	Bucket string        // default DefaultBucket
 	TTL    time.Duration // default 15s, at least 1s: an instance that stops heartbeating disappears after this
 	Logger *slog.Logger  // default discards
 }
 
+// DefaultBucket is the key-value bucket instances register in.
+const DefaultBucket = "mercato_services"
+
+// Forget deletes every registration in bucket: for a process that runs the
+// broker itself and knows, on start, that every instance it finds there is
+// from an earlier, dead run of it.
+func Forget(ctx context.Context, js jetstream.JetStream, bucket string) error {
+	err := js.DeleteKeyValue(ctx, bucket)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("discovery: forget bucket %s: %w", bucket, err)
+	}
+	return nil
+}
+
 func (c Config) withDefaults() Config {
 	if c.Bucket == "" {
-		c.Bucket = "mercato_services"
+		c.Bucket = DefaultBucket
 	}
 	if c.TTL == 0 {
 		c.TTL = 15 * time.Second
@@ -112,10 +126,6 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstr
 		// The server leaves a marker when a key expires, so watchers see the
 		// expiry as a purge; how long the marker stays does not matter to us.
 		LimitMarkerTTL: cfg.TTL,
-		// Registrations are only true while their processes live: kept in
-		// memory, a restarted broker (the embedded one, after a crash of the
-		// whole process) starts with no stale instances at all.
-		Storage: jetstream.MemoryStorage,
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, kvc)
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {

@@ -256,3 +256,22 @@ func TestNewRegistry_RejectsTTLBelowOneSecond(t *testing.T) {
 		t.Fatal("NewRegistry accepted a 500ms TTL")
 	}
 }
+
+func TestForget_DropsEveryRegistration(t *testing.T) {
+	forEachServer(t, func(t *testing.T, js jetstream.JetStream) {
+		cfg := testConfig(t, js)
+		r := newRegistry(t, js, cfg)
+		register(t, r, Instance{Service: "svc", ID: "a", Addr: "127.0.0.1:1"})
+		r.Close()
+		if err := Forget(context.Background(), js, cfg.Bucket); err != nil {
+			t.Fatal(err)
+		}
+		if err := Forget(context.Background(), js, cfg.Bucket); err != nil {
+			t.Fatalf("forgetting a missing bucket: %v", err)
+		}
+		fresh := newRegistry(t, js, cfg)
+		if got := fresh.Instances("svc"); len(got) != 0 {
+			t.Fatalf("instances after Forget: %+v", got)
+		}
+	})
+}
