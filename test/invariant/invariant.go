@@ -40,11 +40,12 @@ func Snapshot(ctx context.Context, dataDir string) (Stock, error) {
 // Report is what Check found.
 type Report struct {
 	Orders     map[string]int // by status
+	Payments   map[string]int // by status
 	Violations []string
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("orders %v, %d violations:\n  %s", r.Orders, len(r.Violations), strings.Join(r.Violations, "\n  "))
+	return fmt.Sprintf("orders %v, payments %v, %d violations:\n  %s", r.Orders, r.Payments, len(r.Violations), strings.Join(r.Violations, "\n  "))
 }
 
 type order struct {
@@ -55,7 +56,7 @@ type order struct {
 // Check verifies every invariant against the databases under dataDir.
 // initial is the Snapshot taken before the run.
 func Check(ctx context.Context, dataDir string, initial Stock) (Report, error) {
-	rep := Report{Orders: map[string]int{}}
+	rep := Report{Orders: map[string]int{}, Payments: map[string]int{}}
 	violate := func(format string, args ...any) {
 		rep.Violations = append(rep.Violations, fmt.Sprintf(format, args...))
 	}
@@ -67,6 +68,9 @@ func Check(ctx context.Context, dataDir string, initial Stock) (Report, error) {
 	payments, err := readPayments(ctx, dataDir)
 	if err != nil {
 		return rep, err
+	}
+	for _, status := range payments {
+		rep.Payments[status]++
 	}
 	inv, err := open(ctx, dataDir, "inventory")
 	if err != nil {
