@@ -2,20 +2,13 @@ package bus
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/mercato-shop/mercato/platform/telemetry"
 )
 
 // CloudEvents attributes, carried as NATS headers.
@@ -49,54 +42,18 @@ type Event struct {
 
 // Publish publishes ev to JetStream and waits for the broker's ack. The trace
 // context of a "publish <type>" producer span and the correlation id of ctx
-// travel in the headers.
+// travel in the headers. It is Encode and PublishEnvelope in one, under one
+// span that also records a failed send.
 func (b *Bus) Publish(ctx context.Context, ev Event) error {
-	if ev.Type == "" {
-		return errors.New("publish: event has no type")
-	}
-	if ev.ID == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return fmt.Errorf("publish %s: new id: %w", ev.Type, err)
-		}
-		ev.ID = id.String()
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now()
-	}
-	data, err := proto.Marshal(ev.Data)
+	ctx, env, span, err := b.encode(ctx, "publish", ev)
 	if err != nil {
-		return fmt.Errorf("publish %s %s: marshal: %w", ev.Type, ev.ID, err)
+		return err
 	}
-
-	ctx, span := b.tracer.Start(ctx, "publish "+ev.Type,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(messagingAttrs(ev.Type, ev.ID, semconv.MessagingOperationTypePublish)...))
 	defer span.End()
-
-	msg := nats.NewMsg(ev.Type)
-	msg.Data = data
-	h := msg.Header
-	h.Set(HeaderSpecVersion, specVersion)
-	h.Set(HeaderID, ev.ID)
-	h.Set(HeaderType, ev.Type)
-	h.Set(HeaderSource, b.source)
-	h.Set(HeaderTime, ev.Time.UTC().Format(time.RFC3339Nano))
-	if ev.Subject != "" {
-		h.Set(HeaderSubject, ev.Subject)
-	}
-	h.Set(HeaderContentType, contentType)
-	if id := telemetry.CorrelationID(ctx); id != "" {
-		h.Set(telemetry.CorrelationHeader, id)
-	}
-	telemetry.Propagator().Inject(ctx, headerCarrier(h))
-
-	// Nats-Msg-Id = event id: a retried publish (outbox relay, crash and
-	// restart) is dropped by the broker inside the Duplicates window.
-	if _, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID)); err != nil {
+	if err := b.PublishEnvelope(ctx, env); err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		return fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err)
+		return err
 	}
 	return nil
 }
