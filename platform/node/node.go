@@ -20,6 +20,8 @@ import (
 
 	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/discovery"
+	"github.com/mercato-shop/mercato/platform/inbox"
+	"github.com/mercato-shop/mercato/platform/outbox"
 	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/web"
@@ -43,11 +45,16 @@ type Config struct {
 // Node is a running service instance. DB, Bus, Mux and Health are ready for
 // use inside the setup function passed to Start.
 type Node struct {
-	cfg      Config
-	id       string
-	lc       runtime.Lifecycle
-	DB       *storage.DB
-	Bus      *bus.Bus
+	cfg Config
+	id  string
+	lc  runtime.Lifecycle
+	DB  *storage.DB
+	Bus *bus.Bus
+	// Outbox and Inbox live in the service's database (nil without one):
+	// every event the service publishes goes through Outbox, in the
+	// transaction of the change it announces.
+	Outbox   *outbox.Outbox
+	Inbox    *inbox.Inbox
 	Registry *discovery.Registry
 	Mux      *http.ServeMux
 	Health   *runtime.Health
@@ -151,6 +158,9 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 		runtime.Hook{Name: "database", Start: n.openDB, Stop: n.closeDB},
 		runtime.Hook{Name: "bus", Start: n.connectBus, Stop: func(context.Context) error { n.Bus.Close(); return nil }},
 		runtime.Hook{Name: "discovery", Start: n.openRegistry, Stop: func(context.Context) error { n.Registry.Close(); return nil }},
+		// Started before the service's consumers and stopped after them, so
+		// what they commit is relayed.
+		runtime.Hook{Name: "outbox", Start: n.openOutbox, Stop: n.closeOutbox},
 	)
 	if err := n.lc.Start(ctx); err != nil {
 		return fmt.Errorf("%s: %w", n.cfg.Service, err)
@@ -226,6 +236,32 @@ func (n *Node) connectBus(ctx context.Context) error {
 
 // DeadLetters gives access to the dead letters of every consumer.
 func (n *Node) DeadLetters() *bus.DeadLetters { return n.Bus.DeadLetters(n.cfg.DeadLetters) }
+
+func (n *Node) openOutbox(ctx context.Context) error {
+	if n.DB == nil {
+		return nil
+	}
+	o := outbox.New(n.DB, n.Bus, outbox.Config{Logger: n.cfg.Logger})
+	if err := o.EnsureSchema(ctx); err != nil {
+		return err
+	}
+	in := inbox.New(n.DB, "")
+	if err := in.EnsureSchema(ctx); err != nil {
+		return err
+	}
+	if err := o.Start(ctx); err != nil {
+		return err
+	}
+	n.Outbox, n.Inbox = o, in
+	return nil
+}
+
+func (n *Node) closeOutbox(ctx context.Context) error {
+	if n.Outbox == nil {
+		return nil
+	}
+	return n.Outbox.Stop(ctx)
+}
 
 func (n *Node) openRegistry(ctx context.Context) error {
 	r, err := discovery.NewRegistry(ctx, n.Bus.JetStream(), discovery.Config{Logger: n.cfg.Logger})
