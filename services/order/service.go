@@ -97,9 +97,8 @@ func (s *Service) setup(ctx context.Context) error {
 	}
 	inventory := inventoryv1connect.NewInventoryServiceClient(n.HTTPClient(), "http://inventory", clientOpts...)
 
-	store := adapters.NewStore(n.DB)
-	sender := &adapters.Sender{Bus: n.Bus}
-	saga := app.NewSagaHandler(store, sender, s.cfg.StepTimeout, n.Logger())
+	store := adapters.NewStore(n.DB, n.Outbox, n.Inbox)
+	saga := app.NewSagaHandler(store, s.cfg.StepTimeout, n.Logger())
 	replies := &adapters.Replies{Saga: saga}
 	for _, c := range adapters.ReplyConsumers() {
 		n.Consume(c, replies.Handlers())
@@ -107,7 +106,7 @@ func (s *Service) setup(ctx context.Context) error {
 	n.Append(s.resumer(saga, store))
 
 	h := &adapters.HTTP{
-		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, sender, s.cfg.DefaultSaga, s.cfg.StepTimeout, n.Logger()),
+		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, s.cfg.DefaultSaga, s.cfg.StepTimeout, n.Logger()),
 		Cancel: saga,
 		Orders: store,
 		Logger: n.Logger(),

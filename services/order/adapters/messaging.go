@@ -12,6 +12,7 @@ import (
 	orderv1 "github.com/mercato-shop/mercato/api/gen/order/v1"
 	paymentv1 "github.com/mercato-shop/mercato/api/gen/payment/v1"
 	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/services/order/app"
 	"github.com/mercato-shop/mercato/services/order/domain"
 )
 
@@ -44,54 +45,36 @@ func ReplyConsumers() []bus.Consumer {
 	}
 }
 
-// Sender puts saga commands on the participants' queues and publishes order
-// events.
-type Sender struct {
-	Bus *bus.Bus
-}
-
-// Send sends saga commands, in order. Each send gets a new message id: a
-// command sent again on purpose (resume) must not be dropped as a duplicate.
-func (s *Sender) Send(ctx context.Context, cmds ...domain.Command) error {
+// commandEvents turns saga commands into the messages that carry them. Each
+// command gets a new message id: a command sent again on purpose (resume)
+// must not be dropped as a duplicate. AnnounceOrder is order.created.
+func commandEvents(cmds []domain.Command) ([]bus.Event, error) {
+	out := make([]bus.Event, 0, len(cmds))
 	for _, cmd := range cmds {
-		if a, ok := cmd.(domain.AnnounceOrder); ok {
-			if err := s.OrderCreated(ctx, a.Order, a.PaymentToken); err != nil {
-				return err
+		var ev bus.Event
+		switch c := cmd.(type) {
+		case domain.AnnounceOrder:
+			ev = createdEvent(c.Order, c.PaymentToken)
+		case domain.ReserveStock:
+			lines := make([]*inventoryv1.Line, len(c.Lines))
+			for i, l := range c.Lines {
+				lines[i] = &inventoryv1.Line{ProductId: l.ProductID, Quantity: int32(l.Quantity)}
 			}
-			continue
+			ev = bus.Event{Type: cmdReserve, Subject: c.OrderID, Data: &inventoryv1.ReserveStock{OrderId: c.OrderID, Lines: lines}}
+		case domain.ReleaseStock:
+			ev = bus.Event{Type: cmdRelease, Subject: c.OrderID, Data: &inventoryv1.ReleaseStock{OrderId: c.OrderID, Reason: c.Reason}}
+		case domain.ChargePayment:
+			ev = bus.Event{Type: cmdCharge, Subject: c.OrderID, Data: &paymentv1.ChargePayment{
+				OrderId: c.OrderID, CustomerId: c.CustomerID, Amount: money(c.Amount), PaymentToken: c.Token,
+			}}
+		case domain.RefundPayment:
+			ev = bus.Event{Type: cmdRefund, Subject: c.OrderID, Data: &paymentv1.RefundPayment{OrderId: c.OrderID, Reason: c.Reason}}
+		default:
+			return nil, fmt.Errorf("unknown saga command %T", cmd)
 		}
-		ev, err := commandEvent(cmd)
-		if err != nil {
-			return err
-		}
-		if err := s.Bus.Publish(ctx, ev); err != nil {
-			return err
-		}
+		out = append(out, ev)
 	}
-	return nil
-}
-
-func commandEvent(cmd domain.Command) (bus.Event, error) {
-	var ev bus.Event
-	switch c := cmd.(type) {
-	case domain.ReserveStock:
-		lines := make([]*inventoryv1.Line, len(c.Lines))
-		for i, l := range c.Lines {
-			lines[i] = &inventoryv1.Line{ProductId: l.ProductID, Quantity: int32(l.Quantity)}
-		}
-		ev = bus.Event{Type: cmdReserve, Subject: c.OrderID, Data: &inventoryv1.ReserveStock{OrderId: c.OrderID, Lines: lines}}
-	case domain.ReleaseStock:
-		ev = bus.Event{Type: cmdRelease, Subject: c.OrderID, Data: &inventoryv1.ReleaseStock{OrderId: c.OrderID, Reason: c.Reason}}
-	case domain.ChargePayment:
-		ev = bus.Event{Type: cmdCharge, Subject: c.OrderID, Data: &paymentv1.ChargePayment{
-			OrderId: c.OrderID, CustomerId: c.CustomerID, Amount: money(c.Amount), PaymentToken: c.Token,
-		}}
-	case domain.RefundPayment:
-		ev = bus.Event{Type: cmdRefund, Subject: c.OrderID, Data: &paymentv1.RefundPayment{OrderId: c.OrderID, Reason: c.Reason}}
-	default:
-		return ev, fmt.Errorf("send: unknown command %T", cmd)
-	}
-	return ev, nil
+	return out, nil
 }
 
 // orderEventIDs derives an event id from the order and the event type, so
@@ -102,20 +85,20 @@ func eventID(orderID, typ string) string {
 	return uuid.NewSHA1(uuid.MustParse(orderEventIDs), []byte(typ+"/"+orderID)).String()
 }
 
-// OrderCreated publishes order.created. paymentToken is given for a
-// choreographed order only: payment charges from the event.
-func (s *Sender) OrderCreated(ctx context.Context, o *domain.Order, paymentToken string) error {
-	return s.Bus.Publish(ctx, bus.Event{
+// createdEvent is order.created. paymentToken is given for a choreographed
+// order only: payment charges from the event.
+func createdEvent(o *domain.Order, paymentToken string) bus.Event {
+	return bus.Event{
 		ID: eventID(o.ID(), EventCreated), Type: EventCreated, Subject: o.ID(), Time: o.CreatedAt(),
 		Data: &orderv1.OrderCreated{
 			OrderId: o.ID(), CustomerId: o.CustomerID(), Items: lines(o.Lines()), Total: money(o.Total()),
 			Saga: o.Saga(), CreatedAt: timestamppb.New(o.CreatedAt()), PaymentToken: paymentToken,
 		},
-	})
+	}
 }
 
-// OrderChanged publishes order.confirmed or order.cancelled for o's status.
-func (s *Sender) OrderChanged(ctx context.Context, o *domain.Order) error {
+// changedEvent is order.confirmed or order.cancelled, for o's status.
+func changedEvent(o *domain.Order) (bus.Event, bool) {
 	at := timestamppb.New(o.UpdatedAt())
 	var ev bus.Event
 	switch o.Status() {
@@ -124,10 +107,10 @@ func (s *Sender) OrderChanged(ctx context.Context, o *domain.Order) error {
 	case domain.Cancelled:
 		ev = bus.Event{Type: EventCancelled, Data: &orderv1.OrderCancelled{OrderId: o.ID(), CustomerId: o.CustomerID(), Reason: o.Reason(), CancelledAt: at}}
 	default:
-		return nil
+		return ev, false
 	}
 	ev.ID, ev.Subject, ev.Time = eventID(o.ID(), ev.Type), o.ID(), o.UpdatedAt()
-	return s.Bus.Publish(ctx, ev)
+	return ev, true
 }
 
 func money(m domain.Money) *moneyv1.Money {
@@ -143,8 +126,11 @@ func lines(ls []domain.Line) []*orderv1.OrderLine {
 }
 
 type replyHandler interface {
-	Reply(ctx context.Context, orderID string, r domain.Reply) error
+	Reply(ctx context.Context, orderID string, r domain.Reply, claim app.Claim) error
 }
+
+// replyConsumer names the saga's consumers in the inbox.
+const replyConsumer = "order-saga"
 
 // Replies turns participants' events into saga replies.
 type Replies struct {
@@ -153,30 +139,31 @@ type Replies struct {
 
 // Handlers routes the participants' events.
 func (r *Replies) Handlers() bus.Handlers {
-	reply := func(ctx context.Context, orderID string, kind domain.ReplyKind, reason string) error {
+	reply := func(ctx context.Context, m bus.Message, orderID string, kind domain.ReplyKind, reason string) error {
 		if orderID == "" {
 			return fmt.Errorf("%s without an order id: %w", kind, bus.ErrPoison)
 		}
-		return r.Saga.Reply(ctx, orderID, domain.Reply{Kind: kind, Reason: reason})
+		// Idempotent consumer: the message id is recorded with the change.
+		return r.Saga.Reply(ctx, orderID, domain.Reply{Kind: kind, Reason: reason}, app.Claim{Consumer: replyConsumer, MessageID: m.ID})
 	}
 	return bus.Handlers{
-		string(domain.StockReserved): bus.On(func(ctx context.Context, _ bus.Message, ev *inventoryv1.StockReserved) error {
-			return reply(ctx, ev.GetOrderId(), domain.StockReserved, "")
+		string(domain.StockReserved): bus.On(func(ctx context.Context, m bus.Message, ev *inventoryv1.StockReserved) error {
+			return reply(ctx, m, ev.GetOrderId(), domain.StockReserved, "")
 		}),
-		string(domain.StockFailed): bus.On(func(ctx context.Context, _ bus.Message, ev *inventoryv1.StockReservationFailed) error {
-			return reply(ctx, ev.GetOrderId(), domain.StockFailed, ev.GetReason())
+		string(domain.StockFailed): bus.On(func(ctx context.Context, m bus.Message, ev *inventoryv1.StockReservationFailed) error {
+			return reply(ctx, m, ev.GetOrderId(), domain.StockFailed, ev.GetReason())
 		}),
-		string(domain.StockReleased): bus.On(func(ctx context.Context, _ bus.Message, ev *inventoryv1.StockReleased) error {
-			return reply(ctx, ev.GetOrderId(), domain.StockReleased, "")
+		string(domain.StockReleased): bus.On(func(ctx context.Context, m bus.Message, ev *inventoryv1.StockReleased) error {
+			return reply(ctx, m, ev.GetOrderId(), domain.StockReleased, "")
 		}),
-		string(domain.PaymentCompleted): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentCompleted) error {
-			return reply(ctx, ev.GetOrderId(), domain.PaymentCompleted, "")
+		string(domain.PaymentCompleted): bus.On(func(ctx context.Context, m bus.Message, ev *paymentv1.PaymentCompleted) error {
+			return reply(ctx, m, ev.GetOrderId(), domain.PaymentCompleted, "")
 		}),
-		string(domain.PaymentFailed): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentFailed) error {
-			return reply(ctx, ev.GetOrderId(), domain.PaymentFailed, ev.GetReason())
+		string(domain.PaymentFailed): bus.On(func(ctx context.Context, m bus.Message, ev *paymentv1.PaymentFailed) error {
+			return reply(ctx, m, ev.GetOrderId(), domain.PaymentFailed, ev.GetReason())
 		}),
-		string(domain.PaymentRefunded): bus.On(func(ctx context.Context, _ bus.Message, ev *paymentv1.PaymentRefunded) error {
-			return reply(ctx, ev.GetOrderId(), domain.PaymentRefunded, "")
+		string(domain.PaymentRefunded): bus.On(func(ctx context.Context, m bus.Message, ev *paymentv1.PaymentRefunded) error {
+			return reply(ctx, m, ev.GetOrderId(), domain.PaymentRefunded, "")
 		}),
 	}
 }

@@ -11,17 +11,36 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/services/order/app"
 	"github.com/mercato-shop/mercato/services/order/domain"
 )
 
-// Store keeps orders and their sagas in the service's database.
-type Store struct {
-	db *storage.DB
+// eventWriter is the transactional outbox: events added in a transaction
+// are published after it commits.
+type eventWriter interface {
+	Add(ctx context.Context, tx *sql.Tx, events ...bus.Event) error
+	Wake()
 }
 
-func NewStore(db *storage.DB) *Store { return &Store{db: db} }
+// claimer is the inbox of handled messages.
+type claimer interface {
+	Claim(ctx context.Context, tx *sql.Tx, consumer, messageID string) (first bool, err error)
+}
+
+// Store keeps orders and their sagas in the service's database, and writes
+// what a change sends (saga commands, order events) into the outbox in the
+// change's transaction.
+type Store struct {
+	db     *storage.DB
+	outbox eventWriter
+	inbox  claimer
+}
+
+func NewStore(db *storage.DB, outbox eventWriter, inbox claimer) *Store {
+	return &Store{db: db, outbox: outbox, inbox: inbox}
+}
 
 // Create stores a new order with its saga in one transaction. With a key
 // already used for the same request it stores nothing and returns the id of
@@ -66,15 +85,29 @@ func (s *Store) Create(ctx context.Context, o *domain.Order, saga *domain.Saga, 
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx,
+		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO sagas (order_id, step, awaiting, cancel_reason, payment_token, attempts, deadline, updated_at)
 			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 			saga.OrderID(), saga.Step(), strings.Join(saga.Awaiting(), ","), saga.CancelReason(), saga.PaymentToken(),
-			saga.Attempts(), micros(saga.Deadline()), saga.UpdatedAt().UnixMicro())
-		return err
+			saga.Attempts(), micros(saga.Deadline()), saga.UpdatedAt().UnixMicro()); err != nil {
+			return err
+		}
+		// Transactional outbox: the order, its announcement and the saga's
+		// first command are committed together, or not at all.
+		events, err := commandEvents(saga.Pending(o))
+		if err != nil {
+			return err
+		}
+		if o.Saga() == domain.Orchestrated { // a choreographed saga's first command is the announcement
+			events = append([]bus.Event{createdEvent(o, "")}, events...)
+		}
+		return s.outbox.Add(ctx, tx, events...)
 	})
 	if err != nil && !errors.Is(err, domain.ErrIdempotencyMismatch) {
 		return "", fmt.Errorf("create order %s: %w", o.ID(), err)
+	}
+	if err == nil && existing == "" {
+		s.outbox.Wake()
 	}
 	return existing, err
 }
@@ -91,11 +124,22 @@ func (s *Store) Order(ctx context.Context, id string) (*domain.Order, error) {
 }
 
 // Update loads an order and its saga, lets fn change them, and saves both in
-// one transaction. A concurrent change of the same order is detected by its
-// version, and fn runs again on the fresh state.
-func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, saga *domain.Saga) error) error {
+// one transaction with the commands fn returns and the order's event when
+// its status changed (transactional outbox). A concurrent change of the
+// same order is detected by its version, and fn runs again on the fresh
+// state. With a claim, the message it names is recorded in the same
+// transaction (idempotent consumer); a message recorded before is skipped.
+func (s *Store) Update(ctx context.Context, id string, claim *app.Claim, fn func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error)) error {
 	for attempt := 0; ; attempt++ {
+		wrote := false
 		err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+			wrote = false
+			if claim != nil && claim.MessageID != "" {
+				first, err := s.inbox.Claim(ctx, tx, claim.Consumer, claim.MessageID)
+				if err != nil || !first {
+					return err
+				}
+			}
 			o, err := loadOrder(ctx, tx, id)
 			if err != nil {
 				return err
@@ -104,11 +148,24 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, 
 			if err != nil {
 				return err
 			}
-			before, sagaBefore := o.Version(), domain.RestoreSaga(saga.OrderID(), saga.Step(), saga.Awaiting(),
+			before, status := o.Version(), o.Status()
+			sagaBefore := domain.RestoreSaga(saga.OrderID(), saga.Step(), saga.Awaiting(),
 				saga.CancelReason(), saga.PaymentToken(), saga.Attempts(), saga.Deadline(), saga.UpdatedAt())
-			if err := fn(o, saga); err != nil {
+			cmds, err := fn(o, saga)
+			if err != nil {
 				return err
 			}
+			events, err := commandEvents(cmds)
+			if err != nil {
+				return err
+			}
+			if ev, ok := changedEvent(o); ok && o.Status() != status {
+				events = append(events, ev)
+			}
+			if err := s.outbox.Add(ctx, tx, events...); err != nil {
+				return err
+			}
+			wrote = len(events) > 0
 			if o.Version() != before {
 				res, err := tx.ExecContext(ctx,
 					`UPDATE orders SET status = $1, reason = $2, version = $3, updated_at = $4 WHERE id = $5 AND version = $6`,
@@ -141,6 +198,9 @@ func (s *Store) Update(ctx context.Context, id string, fn func(o *domain.Order, 
 		})
 		if errors.Is(err, domain.ErrConflict) && attempt < 5 {
 			continue
+		}
+		if err == nil && wrote {
+			s.outbox.Wake()
 		}
 		return err
 	}

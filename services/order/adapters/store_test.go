@@ -9,6 +9,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/inbox"
+	"github.com/mercato-shop/mercato/platform/outbox"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
 	"github.com/mercato-shop/mercato/services/order/adapters"
@@ -16,6 +19,41 @@ import (
 	"github.com/mercato-shop/mercato/services/order/domain"
 	"github.com/mercato-shop/mercato/services/order/migrations"
 )
+
+// newStore returns a store whose outbox is not relayed: what a change sends
+// stays pending, where a test can count it.
+func newStore(t *testing.T, db *storage.DB) (*adapters.Store, *outbox.Outbox) {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	b, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL(), Source: "order"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	ob := outbox.New(db, b, outbox.Config{})
+	in := inbox.New(db, "")
+	if err := ob.EnsureSchema(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.EnsureSchema(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return adapters.NewStore(db, ob, in), ob
+}
+
+func pending(t *testing.T, ob *outbox.Outbox) int {
+	t.Helper()
+	n, err := ob.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
 
 func newOrder(t *testing.T, customer string) (*domain.Order, *domain.Saga) {
 	t.Helper()
@@ -31,7 +69,7 @@ func newOrder(t *testing.T, customer string) (*domain.Order, *domain.Saga) {
 func TestStore_CreateAndRead(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s, _ := newStore(t, db)
 		o, saga := newOrder(t, "c1")
 		if existing, err := s.Create(ctx, o, saga, nil); err != nil || existing != "" {
 			t.Fatalf("create: %q %v", existing, err)
@@ -53,7 +91,7 @@ func TestStore_CreateAndRead(t *testing.T) {
 func TestStore_IdempotencyKey(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s, _ := newStore(t, db)
 		key := &app.IdempotencyKey{Key: "k1", RequestHash: "h1"}
 
 		// Ten concurrent retries of one request make one order.
@@ -93,7 +131,7 @@ func TestStore_IdempotencyKey(t *testing.T) {
 func TestStore_UpdateAdvancesTheSagaOnceUnderDuplicateReplies(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s, _ := newStore(t, db)
 		o, saga := newOrder(t, "c1")
 		if _, err := s.Create(ctx, o, saga, nil); err != nil {
 			t.Fatal(err)
@@ -101,9 +139,9 @@ func TestStore_UpdateAdvancesTheSagaOnceUnderDuplicateReplies(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 8 {
 			wg.Go(func() {
-				err := s.Update(ctx, o.ID(), func(o *domain.Order, saga *domain.Saga) error {
-					_, _, err := saga.Handle(o, domain.Reply{Kind: domain.StockReserved}, time.Now(), time.Minute)
-					return err
+				err := s.Update(ctx, o.ID(), nil, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
+					cmds, _, err := saga.Handle(o, domain.Reply{Kind: domain.StockReserved}, time.Now(), time.Minute)
+					return cmds, err
 				})
 				if err != nil {
 					t.Error(err)
@@ -121,9 +159,9 @@ func TestStore_UpdateAdvancesTheSagaOnceUnderDuplicateReplies(t *testing.T) {
 		if step != string(domain.Charging) || attempts != 0 {
 			t.Fatalf("step %s attempts %d", step, attempts)
 		}
-		err := s.Update(ctx, o.ID(), func(o *domain.Order, saga *domain.Saga) error {
-			_, _, err := saga.Handle(o, domain.Reply{Kind: domain.PaymentCompleted}, time.Now(), time.Minute)
-			return err
+		err := s.Update(ctx, o.ID(), nil, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
+			cmds, _, err := saga.Handle(o, domain.Reply{Kind: domain.PaymentCompleted}, time.Now(), time.Minute)
+			return cmds, err
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -138,7 +176,7 @@ func TestStore_UpdateAdvancesTheSagaOnceUnderDuplicateReplies(t *testing.T) {
 func TestStore_StaleSagas(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s, _ := newStore(t, db)
 		inFlight, saga := newOrder(t, "c1")
 		if _, err := s.Create(ctx, inFlight, saga, nil); err != nil {
 			t.Fatal(err)
@@ -147,9 +185,9 @@ func TestStore_StaleSagas(t *testing.T) {
 		if _, err := s.Create(ctx, done, saga2, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Update(ctx, done.ID(), func(o *domain.Order, saga *domain.Saga) error {
-			_, _, err := saga.Handle(o, domain.Reply{Kind: domain.StockFailed}, time.Now(), time.Minute)
-			return err
+		if err := s.Update(ctx, done.ID(), nil, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
+			cmds, _, err := saga.Handle(o, domain.Reply{Kind: domain.StockFailed}, time.Now(), time.Minute)
+			return cmds, err
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +204,7 @@ func TestStore_StaleSagas(t *testing.T) {
 func TestStore_ExpiredSagas(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s, _ := newStore(t, db)
 		o, saga := newOrder(t, "c1") // reserving, deadline in a minute
 		if _, err := s.Create(ctx, o, saga, nil); err != nil {
 			t.Fatal(err)
@@ -179,14 +217,71 @@ func TestStore_ExpiredSagas(t *testing.T) {
 			t.Fatalf("expired: %v %v", ids, err)
 		}
 		// Compensating steps have no deadline.
-		if err := s.Update(ctx, o.ID(), func(o *domain.Order, saga *domain.Saga) error {
-			_, _, err := saga.Cancel(o, time.Now())
-			return err
+		if err := s.Update(ctx, o.ID(), nil, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
+			cmds, _, err := saga.Cancel(o, time.Now())
+			return cmds, err
 		}); err != nil {
 			t.Fatal(err)
 		}
 		if ids, _ := s.ExpiredSagas(ctx, time.Now().Add(time.Hour), 10); len(ids) != 0 {
 			t.Fatalf("a compensating saga expired: %v", ids)
+		}
+	})
+}
+
+// Transactional outbox: an order is stored with its announcement and the
+// saga's first command, a saga step with its next command and the order's
+// event, and nothing is written when the change fails.
+func TestStore_WritesWhatAChangeSendsInItsTransaction(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, ob := newStore(t, db)
+		o, saga := newOrder(t, "c1")
+		if _, err := s.Create(ctx, o, saga, &app.IdempotencyKey{Key: "k", RequestHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if n := pending(t, ob); n != 2 { // order.created, inventory.cmd.reserve
+			t.Fatalf("%d events pending after create, want 2", n)
+		}
+		again, saga2 := newOrder(t, "c1")
+		if _, err := s.Create(ctx, again, saga2, &app.IdempotencyKey{Key: "k", RequestHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+		if n := pending(t, ob); n != 2 {
+			t.Fatalf("a replayed request wrote events: %d pending", n)
+		}
+
+		boom := errors.New("boom")
+		err := s.Update(ctx, o.ID(), nil, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
+			cmds, _, _ := saga.Handle(o, domain.Reply{Kind: domain.StockReserved}, time.Now(), time.Minute)
+			return cmds, boom
+		})
+		if !errors.Is(err, boom) || pending(t, ob) != 2 {
+			t.Fatalf("a failed change: err %v, %d pending", err, pending(t, ob))
+		}
+
+		reply := func(kind domain.ReplyKind, msgID string) {
+			t.Helper()
+			err := s.Update(ctx, o.ID(), &app.Claim{Consumer: "order-saga", MessageID: msgID}, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
+				cmds, _, err := saga.Handle(o, domain.Reply{Kind: kind}, time.Now(), time.Minute)
+				return cmds, err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		reply(domain.StockReserved, "m1")
+		if n := pending(t, ob); n != 3 { // + payment.cmd.charge
+			t.Fatalf("%d pending after the reservation, want 3", n)
+		}
+		reply(domain.PaymentCompleted, "m2")
+		reply(domain.PaymentCompleted, "m2") // redelivered: the inbox skips it
+		if n := pending(t, ob); n != 4 { // + order.confirmed
+			t.Fatalf("%d pending after the payment, want 4", n)
+		}
+		got, _ := s.Order(ctx, o.ID())
+		if got.Status() != domain.Confirmed {
+			t.Fatalf("order %s", got.Status())
 		}
 	})
 }

@@ -34,13 +34,6 @@ type catalog interface {
 	Products(ctx context.Context, ids []string) (map[string]Product, error)
 }
 
-// Outgoing messages after a commit: saga commands and order events.
-type sender interface {
-	Send(ctx context.Context, cmds ...domain.Command) error
-	OrderCreated(ctx context.Context, o *domain.Order, paymentToken string) error
-	OrderChanged(ctx context.Context, o *domain.Order) error
-}
-
 type orderCreator interface {
 	Create(ctx context.Context, o *domain.Order, saga *domain.Saga, key *IdempotencyKey) (existing string, err error)
 	Order(ctx context.Context, id string) (*domain.Order, error)
@@ -61,12 +54,11 @@ type PlaceOrder struct {
 	Idempotency  *IdempotencyKey
 }
 
-// PlaceOrderHandler prices an order from the catalog, stores it with its
-// saga, and starts the saga.
+// PlaceOrderHandler prices an order from the catalog and stores it with its
+// saga; the store commits the saga's first command with them (outbox).
 type PlaceOrderHandler struct {
 	catalog     catalog
 	store       orderCreator
-	send        sender
 	logger      *slog.Logger
 	stepTimeout time.Duration
 	defaultSaga string
@@ -76,11 +68,11 @@ type PlaceOrderHandler struct {
 // NewPlaceOrderHandler returns the handler. An order that names no saga
 // mode runs in defaultSaga; a saga step waits at most stepTimeout for its
 // reply before the saga compensates.
-func NewPlaceOrderHandler(c catalog, s orderCreator, send sender, defaultSaga string, stepTimeout time.Duration, logger *slog.Logger) PlaceOrderHandler {
+func NewPlaceOrderHandler(c catalog, s orderCreator, defaultSaga string, stepTimeout time.Duration, logger *slog.Logger) PlaceOrderHandler {
 	if defaultSaga == "" {
 		defaultSaga = domain.Orchestrated
 	}
-	return PlaceOrderHandler{catalog: c, store: s, send: send, logger: logger, stepTimeout: stepTimeout, defaultSaga: defaultSaga, now: time.Now}
+	return PlaceOrderHandler{catalog: c, store: s, logger: logger, stepTimeout: stepTimeout, defaultSaga: defaultSaga, now: time.Now}
 }
 
 // Handle returns the order, and whether this call created it (false when an
@@ -139,76 +131,55 @@ func (h PlaceOrderHandler) Handle(ctx context.Context, cmd PlaceOrder) (*domain.
 		o, err := h.store.Order(ctx, existing)
 		return o, false, err
 	}
-	// Committed: the saga resumes from the store if these sends are lost.
-	// A choreographed saga's first command is this announcement itself.
-	if o.Saga() == domain.Orchestrated {
-		if err := h.send.OrderCreated(ctx, o, ""); err != nil {
-			h.logger.WarnContext(ctx, "publish order.created", "order_id", o.ID(), "err", err)
-		}
-	}
-	if err := h.send.Send(ctx, saga.Pending(o)...); err != nil {
-		h.logger.WarnContext(ctx, "send first saga command; it will be retried", "order_id", o.ID(), "err", err)
-	}
 	return o, true, nil
 }
 
+// Claim names a message being handled, for the inbox of an idempotent
+// consumer: recorded with the change it causes, skipped when seen before.
+type Claim struct {
+	Consumer, MessageID string
+}
+
 type orderUpdater interface {
-	Update(ctx context.Context, id string, fn func(o *domain.Order, saga *domain.Saga) error) error
+	Update(ctx context.Context, id string, claim *Claim, fn func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error)) error
 }
 
 // SagaHandler drives orchestrated sagas: it applies participants' replies,
 // the customer's cancellation and step deadlines, and sends again the
-// commands of sagas that have not moved for a while.
+// commands of sagas that have not moved for a while. What a change sends is
+// committed with it (the store's outbox).
 type SagaHandler struct {
 	store       orderUpdater
-	send        sender
 	logger      *slog.Logger
 	stepTimeout time.Duration
 	now         func() time.Time
 }
 
-func NewSagaHandler(s orderUpdater, send sender, stepTimeout time.Duration, logger *slog.Logger) SagaHandler {
-	return SagaHandler{store: s, send: send, logger: logger, stepTimeout: stepTimeout, now: time.Now}
+func NewSagaHandler(s orderUpdater, stepTimeout time.Duration, logger *slog.Logger) SagaHandler {
+	return SagaHandler{store: s, logger: logger, stepTimeout: stepTimeout, now: time.Now}
 }
 
-// apply changes an order's saga in one transaction, then sends the commands
-// it asks for and announces the order's new status. A send that fails is
-// made up for by Resume: the saga's step is stored.
-func (h SagaHandler) apply(ctx context.Context, id string, fn func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error)) (order *domain.Order, moved bool, err error) {
-	var (
-		next    []domain.Command
-		changed bool
-	)
-	err = h.store.Update(ctx, id, func(o *domain.Order, saga *domain.Saga) error {
-		before := o.Status()
+// apply changes an order's saga in one transaction with the commands it
+// sends. moved tells whether fn changed anything.
+func (h SagaHandler) apply(ctx context.Context, id string, claim *Claim, fn func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error)) (order *domain.Order, moved bool, err error) {
+	err = h.store.Update(ctx, id, claim, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, error) {
 		cmds, ok, err := fn(o, saga)
-		next, order, moved, changed = nil, o, ok, false
+		order, moved = o, ok
 		if err != nil || !ok {
-			return err
+			return nil, err
 		}
-		next, changed = cmds, o.Status() != before
-		return nil
+		return cmds, nil
 	})
 	if err != nil {
 		return nil, false, err
 	}
-	if len(next) > 0 {
-		if err := h.send.Send(ctx, next...); err != nil {
-			h.logger.WarnContext(ctx, "send saga command; it will be retried", "order_id", id, "err", err)
-		}
-	}
-	if changed {
-		if err := h.send.OrderChanged(ctx, order); err != nil {
-			return order, moved, fmt.Errorf("announce order %s: %w", id, err)
-		}
-	}
 	return order, moved, nil
 }
 
-// Reply applies a participant's reply. A reply for an unknown order, or one
-// the saga no longer waits for, changes nothing.
-func (h SagaHandler) Reply(ctx context.Context, orderID string, r domain.Reply) error {
-	_, _, err := h.apply(ctx, orderID, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+// Reply applies a participant's reply. A reply for an unknown order, one the
+// saga no longer waits for, or one handled before (claim) changes nothing.
+func (h SagaHandler) Reply(ctx context.Context, orderID string, r domain.Reply, claim Claim) error {
+	_, _, err := h.apply(ctx, orderID, &claim, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
 		return saga.Handle(o, r, h.now(), h.stepTimeout)
 	})
 	if errors.Is(err, domain.ErrNotFound) {
@@ -234,7 +205,7 @@ type CancelOrder struct {
 // cancelled (domain.ErrInvalidTransition); another customer's order is
 // domain.ErrNotFound.
 func (h SagaHandler) Cancel(ctx context.Context, cmd CancelOrder) (*domain.Order, error) {
-	o, _, err := h.apply(ctx, cmd.OrderID, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+	o, _, err := h.apply(ctx, cmd.OrderID, nil, func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
 		if o.CustomerID() != cmd.CustomerID && !cmd.Admin {
 			return nil, false, domain.ErrNotFound
 		}
@@ -283,7 +254,7 @@ func (h SagaHandler) each(ctx context.Context, list func(context.Context) ([]str
 		}
 		moved := 0
 		for _, id := range ids {
-			_, ok, err := h.apply(ctx, id, fn)
+			_, ok, err := h.apply(ctx, id, nil, fn)
 			if err != nil {
 				return done, fmt.Errorf("saga of %s: %w", id, err)
 			}
