@@ -75,7 +75,7 @@ func (s *Service) setup(ctx context.Context) error {
 	if err := n.Bus.EnsureStream(ctx, adapters.Stream()); err != nil {
 		return err
 	}
-	store := adapters.NewStore(n.DB)
+	store := adapters.NewStore(n.DB, n.Outbox)
 	signer, err := adapters.NewSigner(ctx, n.DB, adapters.TokenConfig{Issuer: s.cfg.Issuer, Audience: s.cfg.Audience, TTL: s.cfg.TokenTTL})
 	if err != nil {
 		return err
@@ -92,7 +92,7 @@ func (s *Service) setup(ctx context.Context) error {
 		return err
 	}
 	h := &adapters.HTTP{
-		Register: app.NewRegisterHandler(store, &adapters.Events{Bus: n.Bus}, n.Logger()),
+		Register: app.NewRegisterHandler(store, adapters.Registered),
 		Login:    login,
 		Query:    store,
 		JWKS:     jwks,

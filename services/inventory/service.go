@@ -62,7 +62,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) setup(ctx context.Context) error {
 	n := s.node
-	store := adapters.NewStore(n.DB)
+	store := adapters.NewStore(n.DB, n.Outbox)
 	if s.cfg.Seed {
 		seeded, err := store.Seed(ctx, adapters.Catalog())
 		if err != nil {
@@ -77,10 +77,11 @@ func (s *Service) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	events := &adapters.Events{Bus: n.Bus}
+	// Every answer is written in the transaction of the outcome it
+	// announces, and published by the node's outbox relay.
 	commands := &adapters.Commands{
-		Reserve: app.NewReserveHandler(store, events),
-		Release: app.NewReleaseHandler(store, events),
+		Reserve: app.NewReserveHandler(store, adapters.Answer),
+		Release: app.NewReleaseHandler(store, adapters.Answer),
 	}
 	n.Consume(adapters.CommandConsumer(), commands.Handlers())
 	// The choreographed saga: reserve when a choreographed order is paid.

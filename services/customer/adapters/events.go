@@ -1,8 +1,6 @@
 package adapters
 
 import (
-	"context"
-
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	customerv1 "github.com/mercato-shop/mercato/api/gen/customer/v1"
@@ -15,14 +13,9 @@ func Stream() bus.Stream {
 	return bus.Stream{Name: "CUSTOMER", Subjects: []string{"customer.>"}}
 }
 
-// Events publishes the customer context's events.
-type Events struct {
-	Bus *bus.Bus
-}
-
-// PublishRegistered announces c as customer.registered.
-func (e *Events) PublishRegistered(ctx context.Context, c *domain.Customer) error {
-	return e.Bus.Publish(ctx, bus.Event{
+// Registered is the customer.registered event that announces c.
+func Registered(c *domain.Customer) bus.Event {
+	return bus.Event{
 		Type:    "customer.registered",
 		Subject: c.ID(),
 		Time:    c.CreatedAt(),
@@ -32,5 +25,5 @@ func (e *Events) PublishRegistered(ctx context.Context, c *domain.Customer) erro
 			Name:         c.Name(),
 			RegisteredAt: timestamppb.New(c.CreatedAt()),
 		},
-	})
+	}
 }

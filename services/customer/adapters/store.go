@@ -10,27 +10,49 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/services/customer/domain"
 )
 
-// Store keeps customers in the service's own database.
-type Store struct {
-	db *storage.DB
+// eventWriter writes events in the caller's transaction and relays them
+// once it has committed (outbox.Outbox).
+type eventWriter interface {
+	Add(ctx context.Context, tx *sql.Tx, events ...bus.Event) error
+	Wake()
 }
 
-func NewStore(db *storage.DB) *Store { return &Store{db: db} }
+// Store keeps customers in the service's own database.
+type Store struct {
+	db     *storage.DB
+	events eventWriter
+}
 
-// Add inserts c, or returns domain.ErrEmailTaken.
-func (s *Store) Add(ctx context.Context, c *domain.Customer) error {
-	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO customers (id, email, name, roles, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-		c.ID(), c.Email(), c.Name(), strings.Join(c.Roles(), ","), c.PasswordHash(), c.CreatedAt().UnixMicro())
+// NewStore returns a store on db that writes the events announcing its
+// changes through events, which must live in db.
+func NewStore(db *storage.DB, events eventWriter) *Store { return &Store{db: db, events: events} }
+
+// Add inserts c together with the events that announce it, or returns
+// domain.ErrEmailTaken and writes nothing.
+func (s *Store) Add(ctx context.Context, c *domain.Customer, events ...bus.Event) error {
+	// Transactional outbox: the events commit with the customer or not at all.
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO customers (id, email, name, roles, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
+			c.ID(), c.Email(), c.Name(), strings.Join(c.Roles(), ","), c.PasswordHash(), c.CreatedAt().UnixMicro())
+		if err != nil {
+			return err
+		}
+		return s.events.Add(ctx, tx, events...)
+	})
 	if storage.IsUniqueViolation(err) {
 		return domain.ErrEmailTaken
 	}
 	if err != nil {
-		return fmt.Errorf("insert customer: %w", err)
+		return fmt.Errorf("add customer %s: %w", c.ID(), err)
+	}
+	if len(events) > 0 {
+		s.events.Wake()
 	}
 	return nil
 }

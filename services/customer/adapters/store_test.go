@@ -31,7 +31,7 @@ func newCustomer(t *testing.T, email string) *domain.Customer {
 func TestStore(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		c := newCustomer(t, "ann@example.com")
 		if err := s.Add(ctx, c); err != nil {
 			t.Fatal(err)
@@ -72,7 +72,7 @@ func TestStore(t *testing.T) {
 func TestEnsureAdmin(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		generated, err := app.EnsureAdmin(ctx, s, "")
 		if err != nil || generated == "" {
 			t.Fatalf("first start without a password: %q %v", generated, err)

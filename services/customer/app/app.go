@@ -8,9 +8,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/services/customer/domain"
 )
 
@@ -19,24 +19,23 @@ type Register struct {
 	Email, Name, Password string
 }
 
+// customerAdder stores a customer and, in the same transaction, the events
+// that announce it.
 type customerAdder interface {
-	Add(ctx context.Context, c *domain.Customer) error
-}
-
-type registeredPublisher interface {
-	PublishRegistered(ctx context.Context, c *domain.Customer) error
+	Add(ctx context.Context, c *domain.Customer, events ...bus.Event) error
 }
 
 // RegisterHandler opens accounts and announces them as customer.registered.
 type RegisterHandler struct {
-	repo   customerAdder
-	events registeredPublisher
-	logger *slog.Logger
-	now    func() time.Time
+	repo     customerAdder
+	announce func(*domain.Customer) bus.Event
+	now      func() time.Time
 }
 
-func NewRegisterHandler(repo customerAdder, events registeredPublisher, logger *slog.Logger) RegisterHandler {
-	return RegisterHandler{repo: repo, events: events, logger: logger, now: time.Now}
+// NewRegisterHandler returns a handler that announces each new account with
+// the event announce maps it to.
+func NewRegisterHandler(repo customerAdder, announce func(*domain.Customer) bus.Event) RegisterHandler {
+	return RegisterHandler{repo: repo, announce: announce, now: time.Now}
 }
 
 // Handle returns the new customer, a *domain.ValidationError, or
@@ -46,13 +45,9 @@ func (h RegisterHandler) Handle(ctx context.Context, cmd Register) (*domain.Cust
 	if err != nil {
 		return nil, err
 	}
-	if err := h.repo.Add(ctx, c); err != nil {
+	// The account and its announcement commit together (transactional outbox).
+	if err := h.repo.Add(ctx, c, h.announce(c)); err != nil {
 		return nil, err
-	}
-	// The account exists once committed; a lost announcement does not undo it.
-	// The transactional outbox (docs/patterns) will make this delivery certain.
-	if err := h.events.PublishRegistered(ctx, c); err != nil {
-		h.logger.ErrorContext(ctx, "publish customer.registered", "customer_id", c.ID(), "err", err)
 	}
 	return c, nil
 }

@@ -37,19 +37,15 @@ func CommandConsumer() bus.Consumer {
 	return bus.Consumer{Stream: "INVENTORY_COMMANDS", Durable: "inventory-commands"}
 }
 
-// Events publishes reservation outcomes.
-type Events struct {
-	Bus *bus.Bus
-}
-
-// eventIDs derives an event's id from what it answers, so that a command
-// redelivered after a crash produces the same id and the broker drops the
-// duplicate (Nats-Msg-Id dedupe).
+// eventIDSpace is the namespace of answer ids: an answer's id derives from
+// the order and the event type, so the answer to a command redelivered after
+// a crash has the same id, and the outbox and the broker (Nats-Msg-Id
+// dedupe) drop the duplicate.
 const eventIDSpace = "6f1d9b7e-2f5c-4a35-9a0e-5b0e6f1c2d3a"
 
-// PublishReservation announces r as inventory.reserved, inventory.failed or
-// inventory.released.
-func (e *Events) PublishReservation(ctx context.Context, r domain.Reservation) error {
+// Answer is the event that announces a reservation's outcome:
+// inventory.reserved, inventory.failed or inventory.released.
+func Answer(r domain.Reservation) bus.Event {
 	var ev bus.Event
 	switch r.Status {
 	case domain.Held:
@@ -61,7 +57,7 @@ func (e *Events) PublishReservation(ctx context.Context, r domain.Reservation) e
 	}
 	ev.Subject = r.OrderID
 	ev.ID = uuid.NewSHA1(uuid.MustParse(eventIDSpace), []byte(ev.Type+"/"+r.OrderID)).String()
-	return e.Bus.Publish(ctx, ev)
+	return ev
 }
 
 func toLines(lines []domain.Line) []*inventoryv1.Line {
@@ -89,8 +85,9 @@ type releaseHandler interface {
 }
 
 // Commands handles the command queue. A command is acknowledged only after
-// its effect is committed and its answer published; a failure leaves it for
-// redelivery, which the idempotent handlers make safe.
+// its effect and its answer are committed (the outbox relay publishes the
+// answer); a failure leaves it for redelivery, which the idempotent handlers
+// make safe.
 type Commands struct {
 	Reserve reserveHandler
 	Release releaseHandler

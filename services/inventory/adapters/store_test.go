@@ -41,7 +41,7 @@ func available(t *testing.T, s *adapters.Store, id string) int64 {
 
 func TestReserve_NeverOversellsUnderConcurrency(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		p := seed(t, s, 10)[0]
 
 		const orders = 50
@@ -50,7 +50,7 @@ func TestReserve_NeverOversellsUnderConcurrency(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range orders {
 			wg.Go(func() {
-				results[i], errs[i] = s.Reserve(context.Background(), uuid.Must(uuid.NewV7()).String(), []domain.Line{{ProductID: p.ID, Quantity: 1}})
+				results[i], errs[i] = s.Reserve(context.Background(), uuid.Must(uuid.NewV7()).String(), []domain.Line{{ProductID: p.ID, Quantity: 1}}, adapters.Answer)
 			})
 		}
 		wg.Wait()
@@ -78,12 +78,12 @@ func TestReserve_NeverOversellsUnderConcurrency(t *testing.T) {
 func TestReserve_IsAllOrNothingAndIdempotent(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		ps := seed(t, s, 5, 2)
 		a, b := ps[0].ID, ps[1].ID
 
 		// b is short: nothing is taken from a either.
-		res, err := s.Reserve(ctx, "order-1", []domain.Line{{ProductID: a, Quantity: 3}, {ProductID: b, Quantity: 3}})
+		res, err := s.Reserve(ctx, "order-1", []domain.Line{{ProductID: a, Quantity: 3}, {ProductID: b, Quantity: 3}}, adapters.Answer)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func TestReserve_IsAllOrNothingAndIdempotent(t *testing.T) {
 
 		lines := []domain.Line{{ProductID: a, Quantity: 3}, {ProductID: b, Quantity: 2}}
 		for range 3 { // a redelivered command
-			res, err = s.Reserve(ctx, "order-2", lines)
+			res, err = s.Reserve(ctx, "order-2", lines, adapters.Answer)
 			if err != nil || res.Status != domain.Held || len(res.Lines) != 2 {
 				t.Fatalf("reserve: %+v %v", res, err)
 			}
@@ -105,7 +105,7 @@ func TestReserve_IsAllOrNothingAndIdempotent(t *testing.T) {
 			t.Fatalf("stock after one reservation repeated: a=%d b=%d", available(t, s, a), available(t, s, b))
 		}
 
-		res, err = s.Reserve(ctx, "order-3", []domain.Line{{ProductID: uuid.Must(uuid.NewV7()).String(), Quantity: 1}})
+		res, err = s.Reserve(ctx, "order-3", []domain.Line{{ProductID: uuid.Must(uuid.NewV7()).String(), Quantity: 1}}, adapters.Answer)
 		if err != nil || res.Status != domain.Failed || res.Reason != domain.ReasonUnknownProduct {
 			t.Fatalf("unknown product: %+v %v", res, err)
 		}
@@ -115,9 +115,9 @@ func TestReserve_IsAllOrNothingAndIdempotent(t *testing.T) {
 func TestRelease_GivesStockBackOnce(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		p := seed(t, s, 10)[0]
-		if _, err := s.Reserve(ctx, "order-1", []domain.Line{{ProductID: p.ID, Quantity: 4}}); err != nil {
+		if _, err := s.Reserve(ctx, "order-1", []domain.Line{{ProductID: p.ID, Quantity: 4}}, adapters.Answer); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup
@@ -125,7 +125,7 @@ func TestRelease_GivesStockBackOnce(t *testing.T) {
 		for i := range released {
 			wg.Go(func() {
 				var err error
-				if _, released[i], err = s.Release(ctx, "order-1"); err != nil {
+				if _, released[i], err = s.Release(ctx, "order-1", adapters.Answer); err != nil {
 					t.Error(err)
 				}
 			})
@@ -141,7 +141,7 @@ func TestRelease_GivesStockBackOnce(t *testing.T) {
 			t.Fatalf("%d releases gave stock back; available %d, want 1 and 10", n, available(t, s, p.ID))
 		}
 		// A reservation arriving after the release must not take stock.
-		res, err := s.Reserve(ctx, "order-1", []domain.Line{{ProductID: p.ID, Quantity: 4}})
+		res, err := s.Reserve(ctx, "order-1", []domain.Line{{ProductID: p.ID, Quantity: 4}}, adapters.Answer)
 		if err != nil || res.Status != domain.Released || available(t, s, p.ID) != 10 {
 			t.Fatalf("reserve after release: %+v %v, available %d", res, err, available(t, s, p.ID))
 		}
@@ -151,13 +151,13 @@ func TestRelease_GivesStockBackOnce(t *testing.T) {
 func TestRelease_BeforeReserveBlocksTheLateReservation(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		p := seed(t, s, 10)[0]
-		res, released, err := s.Release(ctx, "order-9")
+		res, released, err := s.Release(ctx, "order-9", adapters.Answer)
 		if err != nil || released || res.Status != domain.Released {
 			t.Fatalf("release of an unknown order: %+v %v %v", res, released, err)
 		}
-		res, err = s.Reserve(ctx, "order-9", []domain.Line{{ProductID: p.ID, Quantity: 1}})
+		res, err = s.Reserve(ctx, "order-9", []domain.Line{{ProductID: p.ID, Quantity: 1}}, adapters.Answer)
 		if err != nil || res.Status == domain.Held || available(t, s, p.ID) != 10 {
 			t.Fatalf("late reservation: %+v %v", res, err)
 		}
@@ -167,7 +167,7 @@ func TestRelease_BeforeReserveBlocksTheLateReservation(t *testing.T) {
 func TestCatalog_QueriesAndSeedOnce(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		catalog := adapters.Catalog()
 		if ok, err := s.Seed(ctx, catalog); err != nil || !ok {
 			t.Fatal(ok, err)

@@ -7,26 +7,32 @@ import (
 	"context"
 	"errors"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/services/inventory/domain"
 )
 
-type reserver interface {
-	Reserve(ctx context.Context, orderID string, lines []domain.Line) (domain.Reservation, error)
-}
+// announcer maps a reservation's outcome to the event that answers it.
+type announcer = func(domain.Reservation) bus.Event
 
-type reservationPublisher interface {
-	PublishReservation(ctx context.Context, r domain.Reservation) error
+// reserver records a reservation's outcome and writes its answer in the
+// same transaction (transactional outbox); Announce writes an answer that
+// records nothing.
+type reserver interface {
+	Reserve(ctx context.Context, orderID string, lines []domain.Line, announce announcer) (domain.Reservation, error)
+	Announce(ctx context.Context, events ...bus.Event) error
 }
 
 // ReserveHandler holds stock for an order and answers with
 // inventory.reserved or inventory.failed.
 type ReserveHandler struct {
-	store  reserver
-	events reservationPublisher
+	store    reserver
+	announce announcer
 }
 
-func NewReserveHandler(store reserver, events reservationPublisher) ReserveHandler {
-	return ReserveHandler{store: store, events: events}
+// NewReserveHandler returns a handler that answers each outcome with the
+// event announce maps it to.
+func NewReserveHandler(store reserver, announce announcer) ReserveHandler {
+	return ReserveHandler{store: store, announce: announce}
 }
 
 // Handle is idempotent per order id: a repeated command takes no more stock
@@ -36,31 +42,31 @@ func (h ReserveHandler) Handle(ctx context.Context, orderID string, lines []doma
 	if errors.Is(err, domain.ErrInvalidReservation) && orderID != "" {
 		// A malformed command still gets an answer, so the saga does not wait.
 		res := domain.Reservation{OrderID: orderID, Status: domain.Failed, Reason: domain.ReasonInvalid}
-		return res, h.events.PublishReservation(ctx, res)
+		return res, h.store.Announce(ctx, h.announce(res))
 	}
 	if err != nil {
 		return domain.Reservation{}, err
 	}
-	res, err := h.store.Reserve(ctx, orderID, norm)
-	if err != nil {
-		return res, err
-	}
-	return res, h.events.PublishReservation(ctx, res)
+	return h.store.Reserve(ctx, orderID, norm, h.announce)
 }
 
+// releaser gives back an order's stock and writes its answer in the same
+// transaction.
 type releaser interface {
-	Release(ctx context.Context, orderID string) (domain.Reservation, bool, error)
+	Release(ctx context.Context, orderID string, announce announcer) (domain.Reservation, bool, error)
 }
 
 // ReleaseHandler gives back an order's stock (the saga's compensation) and
 // answers with inventory.released.
 type ReleaseHandler struct {
-	store  releaser
-	events reservationPublisher
+	store    releaser
+	announce announcer
 }
 
-func NewReleaseHandler(store releaser, events reservationPublisher) ReleaseHandler {
-	return ReleaseHandler{store: store, events: events}
+// NewReleaseHandler returns a handler that answers each outcome with the
+// event announce maps it to.
+func NewReleaseHandler(store releaser, announce announcer) ReleaseHandler {
+	return ReleaseHandler{store: store, announce: announce}
 }
 
 // Handle is idempotent per order id: stock goes back at most once.
@@ -68,9 +74,6 @@ func (h ReleaseHandler) Handle(ctx context.Context, orderID string) (domain.Rese
 	if orderID == "" {
 		return domain.Reservation{}, domain.ErrInvalidReservation
 	}
-	res, _, err := h.store.Release(ctx, orderID)
-	if err != nil {
-		return res, err
-	}
-	return res, h.events.PublishReservation(ctx, res)
+	res, _, err := h.store.Release(ctx, orderID, h.announce)
+	return res, err
 }
