@@ -5,7 +5,8 @@
 // REST: GET /api/payments?order_id=. RPC: payment.v1.PaymentService
 // (GetPayment, ListPayments). Commands on the payment-processing work queue:
 // payment.cmd.charge, payment.cmd.refund. Publishes payment.completed,
-// payment.failed, payment.refunded.
+// payment.failed, payment.refunded through its transactional outbox, each
+// in the transaction of the change it announces.
 package payment
 
 import (
@@ -82,7 +83,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) setup(ctx context.Context) error {
 	n := s.node
-	store := adapters.NewStore(n.DB)
+	store := adapters.NewStore(n.DB, n.Outbox)
 	// Calls to the provider are traced like any outgoing request.
 	client := &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport,
 		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator()))}
@@ -93,7 +94,7 @@ func (s *Service) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	events := &adapters.Events{Bus: n.Bus}
+	events := adapters.Events{}
 	commands := &adapters.Commands{
 		Charge: app.NewChargeHandler(store, provider, events),
 		Refund: app.NewRefundHandler(store, provider, events),

@@ -43,55 +43,55 @@ func CommandConsumer() bus.Consumer {
 	return bus.Consumer{Stream: "PAYMENT_PROCESSING", Durable: "payment-processing", MaxDeliver: 20}
 }
 
-// Events publishes payment outcomes.
-type Events struct {
-	Bus *bus.Bus
-}
+// Events maps payment outcomes to the events that announce them. It does no
+// I/O: the store writes them to the outbox, with the change they announce.
+type Events struct{}
 
 // eventIDSpace derives an event's id from the order and the event type, so
 // a command redelivered after a crash, or handled twice at once, produces
-// the same id and the broker drops the duplicate (Nats-Msg-Id dedupe).
+// the same id: the outbox keeps one while it is pending, and the broker
+// drops a duplicate (Nats-Msg-Id dedupe).
 const eventIDSpace = "3b8f4c1e-9d27-4e6a-b1f0-7c2d5a9e8b41"
 
-// PublishCharged announces a settled payment: payment.completed when it
-// captured money (refunded since or not), payment.failed otherwise.
-func (e *Events) PublishCharged(ctx context.Context, p *domain.Payment) error {
+// Charged announces a settled payment: payment.completed when it captured
+// money (refunded since or not), payment.failed otherwise.
+func (Events) Charged(p *domain.Payment) (bus.Event, error) {
 	switch {
 	case p.Paid():
-		return e.send(ctx, EventCompleted, p.OrderID(), &paymentv1.PaymentCompleted{
+		return event(EventCompleted, p.OrderID(), &paymentv1.PaymentCompleted{
 			PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.Amount()), Saga: p.Saga(),
-		})
+		}), nil
 	case p.Settled():
-		return e.send(ctx, EventFailed, p.OrderID(), &paymentv1.PaymentFailed{
+		return event(EventFailed, p.OrderID(), &paymentv1.PaymentFailed{
 			PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.Amount()), Reason: p.Reason(), Saga: p.Saga(),
-		})
+		}), nil
 	default:
-		return fmt.Errorf("publish outcome of payment %s: it is %s", p.ID(), p.Status())
+		return bus.Event{}, fmt.Errorf("announce outcome of payment %s: it is %s", p.ID(), p.Status())
 	}
 }
 
-// PublishInvalid answers a malformed charge with payment.failed, reason "invalid".
-func (e *Events) PublishInvalid(ctx context.Context, orderID string, amount domain.Money) error {
-	return e.send(ctx, EventFailed, orderID, &paymentv1.PaymentFailed{
+// Invalid answers a malformed charge with payment.failed, reason "invalid".
+func (Events) Invalid(orderID string, amount domain.Money) bus.Event {
+	return event(EventFailed, orderID, &paymentv1.PaymentFailed{
 		OrderId: orderID, Amount: toMoney(amount), Reason: domain.ReasonInvalid,
 	})
 }
 
-// PublishRefunded announces payment.refunded with the amount given back,
-// zero when nothing had been captured.
-func (e *Events) PublishRefunded(ctx context.Context, p *domain.Payment) error {
-	return e.send(ctx, EventRefunded, p.OrderID(), &paymentv1.PaymentRefunded{
+// Refunded announces payment.refunded with the amount given back, zero
+// when nothing had been captured.
+func (Events) Refunded(p *domain.Payment) bus.Event {
+	return event(EventRefunded, p.OrderID(), &paymentv1.PaymentRefunded{
 		PaymentId: p.ID(), OrderId: p.OrderID(), Amount: toMoney(p.RefundedAmount()), Saga: p.Saga(),
 	})
 }
 
-func (e *Events) send(ctx context.Context, typ, orderID string, data proto.Message) error {
-	return e.Bus.Publish(ctx, bus.Event{
+func event(typ, orderID string, data proto.Message) bus.Event {
+	return bus.Event{
 		ID:      uuid.NewSHA1(uuid.MustParse(eventIDSpace), []byte(typ+"/"+orderID)).String(),
 		Type:    typ,
 		Subject: orderID,
 		Data:    data,
-	})
+	}
 }
 
 func toMoney(m domain.Money) *moneyv1.Money {
@@ -107,9 +107,10 @@ type refundHandler interface {
 }
 
 // Commands handles the payment-processing queue. A command is acknowledged
-// only after its effect is committed and its answer published; a failure
-// (the provider unavailable, a charge still in progress) leaves it for
-// redelivery with backoff, which the idempotent handlers make safe.
+// only after its effect and its answer are committed (the outbox relay
+// publishes the answer); a failure (the provider unavailable, a charge still
+// in progress) leaves it for redelivery with backoff, which the idempotent
+// handlers make safe.
 type Commands struct {
 	Charge chargeHandler
 	Refund refundHandler

@@ -10,16 +10,29 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/services/payment/domain"
 )
 
-// Store keeps payments in the service's database.
-type Store struct {
-	db *storage.DB
+// eventWriter is the transactional outbox (*outbox.Outbox): Add stores
+// events in a transaction, and the relay, woken once it has committed,
+// publishes them.
+type eventWriter interface {
+	Add(ctx context.Context, tx *sql.Tx, events ...bus.Event) error
+	Wake()
 }
 
-func NewStore(db *storage.DB) *Store { return &Store{db: db} }
+// Store keeps payments in the service's database, and the events that
+// announce their changes in its outbox.
+type Store struct {
+	db     *storage.DB
+	events eventWriter
+}
+
+// NewStore returns a store on db that writes its events through events, the
+// service's outbox, which lives in db.
+func NewStore(db *storage.DB, events eventWriter) *Store { return &Store{db: db, events: events} }
 
 const columns = `id, order_id, customer_id, amount, currency, status, reason, provider_charge_id, provider_refund_id, created_at, updated_at, saga`
 
@@ -39,22 +52,50 @@ func (s *Store) GetOrCreate(ctx context.Context, p *domain.Payment) (*domain.Pay
 }
 
 // Update stores p's status, reason, provider ids and update time, only if
-// the stored status is still from. ok is false when another delivery moved
-// the payment first; its change stands.
-func (s *Store) Update(ctx context.Context, p *domain.Payment, from domain.Status) (ok bool, err error) {
-	// One conditional statement: atomic on both engines, no row lock needed.
-	res, err := s.db.ExecContext(ctx,
-		`UPDATE payments SET status = $1, reason = $2, provider_charge_id = $3, provider_refund_id = $4, updated_at = $5
-		 WHERE id = $6 AND status = $7`,
-		p.Status(), p.Reason(), p.ChargeID(), p.RefundID(), p.UpdatedAt().UnixMicro(), p.ID(), from)
+// the stored status is still from, and events with them. ok is false when
+// another delivery moved the payment first: its change stands, and the
+// events that announce it went with it, so none are added.
+func (s *Store) Update(ctx context.Context, p *domain.Payment, from domain.Status, events ...bus.Event) (ok bool, err error) {
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		// One conditional statement: atomic on both engines, no row lock needed.
+		res, err := tx.ExecContext(ctx,
+			`UPDATE payments SET status = $1, reason = $2, provider_charge_id = $3, provider_refund_id = $4, updated_at = $5
+			 WHERE id = $6 AND status = $7`,
+			p.Status(), p.Reason(), p.ChargeID(), p.RefundID(), p.UpdatedAt().UnixMicro(), p.ID(), from)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if ok = n == 1; !ok {
+			return nil
+		}
+		// Transactional outbox: the events commit with the change they
+		// announce, or neither does.
+		return s.events.Add(ctx, tx, events...)
+	})
 	if err != nil {
 		return false, fmt.Errorf("update payment %s: %w", p.ID(), err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("update payment %s: %w", p.ID(), err)
+	if ok && len(events) > 0 {
+		s.events.Wake()
 	}
-	return n == 1, nil
+	return ok, nil
+}
+
+// Announce writes events that go with no change, such as the answer to a
+// repeated command, in a transaction of their own. An event still pending
+// is not added twice; one already published is published again, and the
+// broker drops it inside the stream's Duplicates window.
+func (s *Store) Announce(ctx context.Context, events ...bus.Event) error {
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error { return s.events.Add(ctx, tx, events...) })
+	if err != nil {
+		return fmt.Errorf("announce payment events: %w", err)
+	}
+	s.events.Wake()
+	return nil
 }
 
 // ByID returns a payment, or domain.ErrNotFound.

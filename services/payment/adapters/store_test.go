@@ -26,10 +26,17 @@ func newPayment(t *testing.T, orderID string, amount int64) *domain.Payment {
 	return p
 }
 
+// newStore returns a store on db whose events go through a real outbox to
+// an embedded broker.
+func newStore(t *testing.T, db *storage.DB) *adapters.Store {
+	t.Helper()
+	return adapters.NewStore(db, newOutbox(t, db, connect(t, broker(t))))
+}
+
 func TestStore_GetOrCreateKeepsOnePaymentPerOrder(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		order := uuid.NewString()
 
 		first := newPayment(t, order, 1234)
@@ -85,7 +92,7 @@ func TestStore_GetOrCreateKeepsOnePaymentPerOrder(t *testing.T) {
 func TestStore_UpdateOnlyFromTheExpectedStatus(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		p, err := s.GetOrCreate(ctx, newPayment(t, uuid.NewString(), 1000))
 		if err != nil {
 			t.Fatal(err)
@@ -150,7 +157,7 @@ func TestStore_UpdateOnlyFromTheExpectedStatus(t *testing.T) {
 func TestStore_Reads(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		s := adapters.NewStore(db)
+		s := newStore(t, db)
 		if _, err := s.ByID(ctx, uuid.NewString()); !errors.Is(err, domain.ErrNotFound) {
 			t.Fatalf("unknown id: %v", err)
 		}

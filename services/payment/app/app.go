@@ -8,24 +8,32 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/services/payment/domain"
 )
 
+// paymentStore keeps payments and, in the same transactions, the events
+// that announce them (transactional outbox): an answer is published only if
+// what it announces is stored, and is never lost once it is.
 type paymentStore interface {
 	GetOrCreate(ctx context.Context, p *domain.Payment) (*domain.Payment, error)
-	Update(ctx context.Context, p *domain.Payment, from domain.Status) (bool, error)
+	// Update stores p, and events with it, if its stored status is still
+	// from; false when another delivery moved it first.
+	Update(ctx context.Context, p *domain.Payment, from domain.Status, events ...bus.Event) (bool, error)
 	ByOrder(ctx context.Context, orderID string) (*domain.Payment, error)
+	// Announce writes events that go with no change: a repeated command's answer.
+	Announce(ctx context.Context, events ...bus.Event) error
 }
 
 type charger interface {
 	Charge(ctx context.Context, p *domain.Payment, token string) (domain.ChargeOutcome, error)
 }
 
-type chargePublisher interface {
-	// PublishCharged announces a settled payment as payment.completed or payment.failed.
-	PublishCharged(ctx context.Context, p *domain.Payment) error
-	// PublishInvalid answers a malformed charge with payment.failed.
-	PublishInvalid(ctx context.Context, orderID string, amount domain.Money) error
+type chargeEvents interface {
+	// Charged announces a settled payment as payment.completed or payment.failed.
+	Charged(p *domain.Payment) (bus.Event, error)
+	// Invalid answers a malformed charge with payment.failed.
+	Invalid(orderID string, amount domain.Money) bus.Event
 }
 
 // Charge is the command to capture an order's amount from a card token.
@@ -42,11 +50,11 @@ type Charge struct {
 type ChargeHandler struct {
 	store    paymentStore
 	provider charger
-	events   chargePublisher
+	events   chargeEvents
 	now      func() time.Time
 }
 
-func NewChargeHandler(store paymentStore, provider charger, events chargePublisher) ChargeHandler {
+func NewChargeHandler(store paymentStore, provider charger, events chargeEvents) ChargeHandler {
 	return ChargeHandler{store: store, provider: provider, events: events, now: time.Now}
 }
 
@@ -64,7 +72,7 @@ func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment,
 			return nil, err
 		}
 		// A malformed command still gets an answer, so the saga does not wait.
-		return nil, h.events.PublishInvalid(ctx, cmd.OrderID, cmd.Amount)
+		return nil, h.store.Announce(ctx, h.events.Invalid(cmd.OrderID, cmd.Amount))
 	}
 	// The order's payment is created once; a refund that came first left a
 	// VOIDED one, which refuses the charge.
@@ -72,11 +80,15 @@ func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment,
 		return nil, err
 	}
 	if !p.Settled() {
-		if p, err = h.settle(ctx, p, cmd.Token); err != nil {
-			return nil, err
-		}
+		return h.settle(ctx, p, cmd.Token)
 	}
-	return p, h.events.PublishCharged(ctx, p)
+	// The outcome is recorded already (a repeated command, or a refund
+	// came first): announce it again, with no change to go with.
+	ev, err := h.events.Charged(p)
+	if err != nil {
+		return nil, err
+	}
+	return p, h.store.Announce(ctx, ev)
 }
 
 func (h ChargeHandler) settle(ctx context.Context, p *domain.Payment, token string) (*domain.Payment, error) {
@@ -94,12 +106,17 @@ func (h ChargeHandler) settle(ctx context.Context, p *domain.Payment, token stri
 	if err := p.Settle(outcome, h.now()); err != nil {
 		return nil, err
 	}
-	ok, err := h.store.Update(ctx, p, domain.Pending)
+	ev, err := h.events.Charged(p)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := h.store.Update(ctx, p, domain.Pending, ev)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		// Another delivery settled it first; what it stored stands.
+		// Another delivery settled it first: what it stored stands, and
+		// its transaction holds the answer.
 		return h.store.ByOrder(ctx, p.OrderID())
 	}
 	return p, nil
@@ -109,9 +126,9 @@ type refunder interface {
 	Refund(ctx context.Context, p *domain.Payment) (refundID string, err error)
 }
 
-type refundPublisher interface {
-	// PublishRefunded announces payment.refunded with what was given back.
-	PublishRefunded(ctx context.Context, p *domain.Payment) error
+type refundEvents interface {
+	// Refunded announces payment.refunded with what was given back.
+	Refunded(p *domain.Payment) bus.Event
 }
 
 // RefundHandler gives back what an order paid (the saga's compensation) and
@@ -119,11 +136,11 @@ type refundPublisher interface {
 type RefundHandler struct {
 	store    paymentStore
 	provider refunder
-	events   refundPublisher
+	events   refundEvents
 	now      func() time.Time
 }
 
-func NewRefundHandler(store paymentStore, provider refunder, events refundPublisher) RefundHandler {
+func NewRefundHandler(store paymentStore, provider refunder, events refundEvents) RefundHandler {
 	return RefundHandler{store: store, provider: provider, events: events, now: time.Now}
 }
 
@@ -144,12 +161,11 @@ func (h RefundHandler) Handle(ctx context.Context, orderID string) (*domain.Paym
 	case domain.Pending:
 		return nil, fmt.Errorf("refund order %s: %w", orderID, domain.ErrChargeInProgress)
 	case domain.Captured:
-		if p, err = h.refund(ctx, p); err != nil {
-			return nil, err
-		}
+		return h.refund(ctx, p)
 	}
-	// REFUNDED announces the amount again; DECLINED and VOIDED announce zero.
-	return p, h.events.PublishRefunded(ctx, p)
+	// Nothing to give back now: REFUNDED announces the amount again;
+	// DECLINED and VOIDED (a tombstone found, or just written) announce zero.
+	return p, h.store.Announce(ctx, h.events.Refunded(p))
 }
 
 func (h RefundHandler) refund(ctx context.Context, p *domain.Payment) (*domain.Payment, error) {
@@ -162,11 +178,12 @@ func (h RefundHandler) refund(ctx context.Context, p *domain.Payment) (*domain.P
 	if err := p.Refund(refundID, h.now()); err != nil {
 		return nil, err
 	}
-	ok, err := h.store.Update(ctx, p, domain.Captured)
+	ok, err := h.store.Update(ctx, p, domain.Captured, h.events.Refunded(p))
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
+		// Another delivery refunded it first, and its transaction holds the answer.
 		return h.store.ByOrder(ctx, p.OrderID())
 	}
 	return p, nil

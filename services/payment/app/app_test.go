@@ -2,15 +2,21 @@ package app_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
 
+	moneyv1 "github.com/mercato-shop/mercato/api/gen/money/v1"
+	paymentv1 "github.com/mercato-shop/mercato/api/gen/payment/v1"
 	"github.com/mercato-shop/mercato/external/paysim"
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
 	"github.com/mercato-shop/mercato/services/payment/adapters"
@@ -21,35 +27,51 @@ import (
 
 // published is what a handler announced.
 type published struct {
-	kind    string // charged, invalid, refunded
+	typ     string // payment.completed, payment.failed, payment.refunded
 	orderID string
-	status  domain.Status
 	reason  string
 	amount  domain.Money
 }
 
+// recorder stands in for the outbox: it keeps the events the store adds
+// (the store's own tests show that they commit with the change).
 type recorder struct {
-	mu  sync.Mutex
-	out []published
+	mu   sync.Mutex
+	out  []published
+	fail error // what Add returns, when set
 }
 
-func (r *recorder) add(p published) error {
+func (r *recorder) Add(_ context.Context, _ *sql.Tx, events ...bus.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.out = append(r.out, p)
+	if r.fail != nil {
+		return r.fail
+	}
+	for _, ev := range events {
+		p := published{typ: ev.Type, orderID: ev.Subject}
+		var m *moneyv1.Money
+		switch d := ev.Data.(type) {
+		case *paymentv1.PaymentCompleted:
+			m = d.GetAmount()
+		case *paymentv1.PaymentFailed:
+			m, p.reason = d.GetAmount(), d.GetReason()
+		case *paymentv1.PaymentRefunded:
+			m = d.GetAmount()
+		default:
+			return fmt.Errorf("unexpected event %s: %T", ev.Type, ev.Data)
+		}
+		p.amount = domain.Money{Amount: m.GetAmount(), Currency: m.GetCurrency()}
+		r.out = append(r.out, p)
+	}
 	return nil
 }
 
-func (r *recorder) PublishCharged(_ context.Context, p *domain.Payment) error {
-	return r.add(published{kind: "charged", orderID: p.OrderID(), status: p.Status(), reason: p.Reason(), amount: p.Amount()})
-}
+func (r *recorder) Wake() {}
 
-func (r *recorder) PublishInvalid(_ context.Context, orderID string, amount domain.Money) error {
-	return r.add(published{kind: "invalid", orderID: orderID, amount: amount})
-}
-
-func (r *recorder) PublishRefunded(_ context.Context, p *domain.Payment) error {
-	return r.add(published{kind: "refunded", orderID: p.OrderID(), status: p.Status(), amount: p.RefundedAmount()})
+func (r *recorder) failWith(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fail = err
 }
 
 func (r *recorder) all() []published {
@@ -71,13 +93,13 @@ func setup(t *testing.T, db *storage.DB) fixture {
 	sim := paysim.New(paysim.Config{})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
-	store := adapters.NewStore(db)
-	provider := adapters.NewProvider(srv.URL, &http.Client{}, 0)
 	events := &recorder{}
+	store := adapters.NewStore(db, events)
+	provider := adapters.NewProvider(srv.URL, &http.Client{}, 0)
 	return fixture{
 		store: store, sim: sim, events: events,
-		charge: app.NewChargeHandler(store, provider, events),
-		refund: app.NewRefundHandler(store, provider, events),
+		charge: app.NewChargeHandler(store, provider, adapters.Events{}),
+		refund: app.NewRefundHandler(store, provider, adapters.Events{}),
 	}
 }
 
@@ -112,8 +134,12 @@ func TestCharge_ConcurrentDeliveriesCaptureOnce(t *testing.T) {
 		if c := f.sim.Captures(); c != 1 {
 			t.Fatalf("%d captures, want 1", c)
 		}
-		for _, e := range f.events.all() {
-			if e.kind != "charged" || e.status != domain.Captured {
+		announced := f.events.all()
+		if len(announced) == 0 {
+			t.Fatal("nothing announced")
+		}
+		for _, e := range announced {
+			if e.typ != adapters.EventCompleted || e.orderID != cmd.OrderID || e.amount != cmd.Amount {
 				t.Fatalf("announced %+v", e)
 			}
 		}
@@ -166,8 +192,11 @@ func TestCharge_InvalidCommandsAreAnswered(t *testing.T) {
 				t.Fatalf("%s: a payment was stored: %v", name, err)
 			}
 		}
+		if n := len(f.events.all()); n != 4 {
+			t.Fatalf("%d announcements, want one per invalid command", n)
+		}
 		for _, e := range f.events.all() {
-			if e.kind != "invalid" {
+			if e.typ != adapters.EventFailed || e.reason != domain.ReasonInvalid {
 				t.Fatalf("announced %+v", e)
 			}
 		}
@@ -219,7 +248,7 @@ func TestRefund_WaitsForTheChargeThenRefundsOnce(t *testing.T) {
 		}
 		var refunds []published
 		for _, e := range f.events.all() {
-			if e.kind == "refunded" {
+			if e.typ == adapters.EventRefunded {
 				refunds = append(refunds, e)
 			}
 		}
@@ -255,6 +284,53 @@ func TestRefund_BeforeChargeVoidsThePayment(t *testing.T) {
 		}
 		if n := f.sim.Refunds(); n != 0 {
 			t.Fatalf("%d provider refunds, want 0", n)
+		}
+	})
+}
+
+func TestHandlers_StoreNoOutcomeWithoutItsAnswer(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		f := setup(t, db)
+		cmd := chargeCmd(paysim.TokenOK)
+		errOutbox := errors.New("outbox unavailable")
+
+		// The provider captures, but the answer cannot be written: the
+		// capture is not stored either, and the command is retried.
+		f.events.failWith(errOutbox)
+		if _, err := f.charge.Handle(ctx, cmd); !errors.Is(err, errOutbox) {
+			t.Fatalf("charge: %v, want the outbox's error", err)
+		}
+		if p, err := f.store.ByOrder(ctx, cmd.OrderID); err != nil || p.Status() != domain.Pending {
+			t.Fatalf("after the failed commit: %+v %v, want PENDING", p, err)
+		}
+		f.events.failWith(nil)
+		if p, err := f.charge.Handle(ctx, cmd); err != nil || p.Status() != domain.Captured {
+			t.Fatalf("retried charge: %+v %v", p, err)
+		}
+
+		f.events.failWith(errOutbox)
+		if _, err := f.refund.Handle(ctx, cmd.OrderID); !errors.Is(err, errOutbox) {
+			t.Fatalf("refund: %v, want the outbox's error", err)
+		}
+		if p, err := f.store.ByOrder(ctx, cmd.OrderID); err != nil || p.Status() != domain.Captured {
+			t.Fatalf("after the failed commit: %+v %v, want CAPTURED", p, err)
+		}
+		f.events.failWith(nil)
+		if p, err := f.refund.Handle(ctx, cmd.OrderID); err != nil || p.Status() != domain.Refunded {
+			t.Fatalf("retried refund: %+v %v", p, err)
+		}
+
+		// The provider's idempotency keys made the retries safe.
+		if c, r := f.sim.Captures(), f.sim.Refunds(); c != 1 || r != 1 {
+			t.Fatalf("%d captures and %d refunds, want 1 and 1", c, r)
+		}
+		var types []string
+		for _, e := range f.events.all() {
+			types = append(types, e.typ)
+		}
+		if want := []string{adapters.EventCompleted, adapters.EventRefunded}; !slices.Equal(types, want) {
+			t.Fatalf("announced %v, want %v", types, want)
 		}
 	})
 }
