@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/shop"
 )
 
@@ -41,6 +42,10 @@ func runChild(data string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	latency, _ := time.ParseDuration(os.Getenv(childLatency))
+	// SIGUSR1 stops the broker: what the services commit from then on stays
+	// in their outboxes, unpublished.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	return shop.Run(ctx, shop.Config{
 		Addr:          os.Getenv(childAddr),
 		DataDir:       data,
@@ -48,6 +53,11 @@ func runChild(data string) error {
 		LogOutput:     io.Discard,
 	}, func(s *shop.Shop) {
 		s.Provider().SetLatency(latency)
+		go func() {
+			<-usr1
+			s.StopBroker()
+			fmt.Println("broker stopped")
+		}()
 		fmt.Println("ready")
 	})
 }
@@ -70,8 +80,11 @@ func startChild(t *testing.T, data, addr string, latency time.Duration) *exec.Cm
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if strings.TrimSpace(sc.Text()) == "ready" {
+			switch strings.TrimSpace(sc.Text()) {
+			case "ready":
 				ready <- true
+			case "broker stopped":
+				childLines <- "broker stopped"
 			}
 		}
 		ready <- false
@@ -86,6 +99,9 @@ func startChild(t *testing.T, data, addr string, latency time.Duration) *exec.Cm
 	}
 	return cmd
 }
+
+// childLines passes the child's later announcements to the test.
+var childLines = make(chan string, 1)
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -138,5 +154,58 @@ func TestShop_SagaSurvivesAKilledProcess(t *testing.T) {
 	}
 	if got := c.catalog()["MUG-001"].Available; got != mug.Available-2 {
 		t.Fatalf("stock after restart: %d, want %d (one reservation)", got, mug.Available-2)
+	}
+}
+
+// A process killed between its commits and their publication: the order
+// and its first command are committed while the broker is down, the process
+// dies; the new process relays them from the outbox, exactly once, and the
+// saga completes.
+func TestShop_KilledBetweenCommitAndPublish(t *testing.T) {
+	data, addr := t.TempDir(), freeAddr(t)
+	first := startChild(t, data, addr, 0)
+	c := client{t: t, base: "http://" + addr}
+	ann := c.signUp("Ann")
+	mug := c.catalog()["MUG-001"]
+
+	if err := first.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-childLines:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the broker did not stop")
+	}
+	r, o := c.placeOrder(ann, mug.ID, 2, "tok_ok")
+	if r.status != 202 {
+		t.Fatalf("order with the broker down: %d %s", r.status, r.body)
+	}
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	// The dead process committed the order with what it sends.
+	db, err := storage.Open(context.Background(), storage.SQLiteDSN(data, "order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM outbox`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if pending != 2 { // order.created, inventory.cmd.reserve
+		t.Fatalf("%d events in the dead process's outbox, want 2", pending)
+	}
+
+	startChild(t, data, addr, 0)
+	if got := c.settle(ann, o.ID); got.Status != "CONFIRMED" {
+		t.Fatalf("after restart: %+v", got)
+	}
+	if ps := c.payments(ann, o.ID); len(ps) != 1 || ps[0].Status != "CAPTURED" {
+		t.Fatalf("payments: %+v", ps)
+	}
+	if got := c.catalog()["MUG-001"].Available; got != mug.Available-2 {
+		t.Fatalf("stock %d, want %d", got, mug.Available-2)
 	}
 }
