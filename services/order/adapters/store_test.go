@@ -276,7 +276,7 @@ func TestStore_WritesWhatAChangeSendsInItsTransaction(t *testing.T) {
 		}
 		reply(domain.PaymentCompleted, "m2")
 		reply(domain.PaymentCompleted, "m2") // redelivered: the inbox skips it
-		if n := pending(t, ob); n != 4 { // + order.confirmed
+		if n := pending(t, ob); n != 4 {     // + order.confirmed
 			t.Fatalf("%d pending after the payment, want 4", n)
 		}
 		got, _ := s.Order(ctx, o.ID())
