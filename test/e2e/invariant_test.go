@@ -66,6 +66,14 @@ func TestShop_InvariantsHoldAfterAMixedRun(t *testing.T) {
 	if rep.Orders["CONFIRMED"] == 0 || rep.Orders["CANCELLED"] == 0 {
 		t.Fatalf("the run should have confirmed and cancelled orders: %v", rep.Orders)
 	}
+	// The provider's failures were retried, never given up on.
+	dls, err := invariant.DeadLetters(context.Background(), s.BrokerURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 0 {
+		t.Fatalf("%d dead letters, first: %s", len(dls), dls[0].Reason)
+	}
 	t.Logf("orders: %v", rep.Orders)
 }
 

@@ -6,7 +6,10 @@
 //   - CANCELLED: no net charge (declined, voided, or refunded) and no stock held;
 //   - stock never negative, and what is available plus what orders hold is
 //     what the catalog started with;
-//   - no payment captured twice for one order.
+//   - no payment captured twice for one order;
+//   - every service's outbox drained.
+//
+// DeadLetters lists what consumers gave up on, for a test to judge.
 //
 // It reads the services' databases directly. Services never do that to each
 // other; a test that judges the whole system from outside may.
@@ -21,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/storage"
 )
 
@@ -84,6 +88,16 @@ func Check(ctx context.Context, dataDir string, initial Stock) (Report, error) {
 	now, err := stock(ctx, inv)
 	if err != nil {
 		return rep, err
+	}
+
+	for _, svc := range []string{"customer", "inventory", "order", "payment"} {
+		n, err := outboxPending(ctx, dataDir, svc)
+		if err != nil {
+			return rep, err
+		}
+		if n > 0 {
+			violate("%s's outbox holds %d unpublished events", svc, n)
+		}
 	}
 
 	heldTotal := Stock{}
@@ -153,6 +167,30 @@ func Eventually(t testing.TB, dataDir string, initial Stock, within time.Duratio
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func outboxPending(ctx context.Context, dataDir, service string) (int, error) {
+	db, err := open(ctx, dataDir, service)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s outbox: %w", service, err)
+	}
+	return n, nil
+}
+
+// DeadLetters returns the messages consumers gave up on, from the broker at
+// url (stream DEADLETTER).
+func DeadLetters(ctx context.Context, url string) ([]bus.DeadLetter, error) {
+	b, err := bus.Connect(ctx, bus.Config{URL: url, Source: "invariant"})
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return b.DeadLetters("DEADLETTER").List(ctx, 500, 0)
 }
 
 func open(ctx context.Context, dataDir, service string) (*storage.DB, error) {
