@@ -65,6 +65,45 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	return nil
 }
 
+// PublishEnvelopes publishes envs pipelined: all are sent at once, in
+// order on one connection, then their acks awaited in order. It returns how
+// many leading envelopes the broker acknowledged, and the error that
+// stopped the count. A failure leaves the envelopes after it in an unknown
+// state (some may be stored): send them again, and the broker's dedupe on
+// their ids drops the copies. Only then can a later envelope be stored
+// before an earlier one.
+func (b *Bus) PublishEnvelopes(ctx context.Context, envs []Envelope) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(envs))
+	var sendErr error
+	for _, env := range envs {
+		if env.ID == "" || env.Subject == "" {
+			sendErr = errors.New("publish envelope: ID and Subject are required")
+			break
+		}
+		h := maps.Clone(env.Header)
+		if h == nil {
+			h = nats.Header{}
+		}
+		h.Set(jetstream.MsgIDHeader, env.ID)
+		f, err := b.js.PublishMsgAsync(&nats.Msg{Subject: env.Subject, Header: h, Data: env.Data})
+		if err != nil {
+			sendErr = fmt.Errorf("publish %s %s: %w", env.Subject, env.ID, err)
+			break
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return i, fmt.Errorf("publish %s %s: %w", envs[i].Subject, envs[i].ID, err)
+		case <-ctx.Done():
+			return i, fmt.Errorf("publish %s %s: %w", envs[i].Subject, envs[i].ID, ctx.Err())
+		}
+	}
+	return len(futures), sendErr
+}
+
 // encode defaults and marshals ev, then starts its producer span and writes
 // the headers under it. The caller ends the span; ctx carries it.
 func (b *Bus) encode(ctx context.Context, op string, ev Event) (context.Context, Envelope, trace.Span, error) {

@@ -344,15 +344,15 @@ func (o *Outbox) read(ctx context.Context, q querier) ([]row, error) {
 	return out, nil
 }
 
-// publish sends rows one after the other, each acked before the next is
-// sent, and stops at the first failure so that what follows keeps its place.
+// publish sends a batch pipelined (bus.PublishEnvelopes): in order, acks
+// awaited in order. It returns how many leading rows were acknowledged; the
+// rest stay pending and are sent again, deduplicated by the broker.
 func (o *Outbox) publish(ctx context.Context, rows []row) (int, error) {
+	envs := make([]bus.Envelope, len(rows))
 	for i, r := range rows {
-		if err := o.bus.PublishEnvelope(ctx, r.env); err != nil {
-			return i, err
-		}
+		envs[i] = r.env
 	}
-	return len(rows), nil
+	return o.bus.PublishEnvelopes(ctx, envs)
 }
 
 // delete marks rows sent in one statement that names each of them.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/pressly/goose/v3"
@@ -35,6 +36,20 @@ const (
 type DB struct {
 	*sql.DB
 	dialect Dialect
+	// writer serialises this process's SQLite writers (InTx, ExecContext):
+	// they queue here in order instead of in SQLite's busy handler, whose
+	// sleeps of up to 100 ms show up as tail latency under contention.
+	writer *sync.Mutex
+}
+
+// ExecContext runs a statement outside a transaction; on SQLite it waits
+// its turn among this process's writers.
+func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if db.writer != nil {
+		db.writer.Lock()
+		defer db.writer.Unlock()
+	}
+	return db.DB.ExecContext(ctx, query, args...)
 }
 
 // Dialect reports the engine behind db.
@@ -81,7 +96,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("ping %s database: %w", dialect, err)
 	}
-	return &DB{DB: sqlDB, dialect: dialect}, nil
+	d := &DB{DB: sqlDB, dialect: dialect}
+	if dialect == SQLite {
+		d.writer = &sync.Mutex{}
+	}
+	return d, nil
 }
 
 // SQLiteDSN returns the DSN of the SQLite database file name+".db" in dir.

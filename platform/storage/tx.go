@@ -26,8 +26,19 @@ const (
 // the whole of fn runs again after a short jittered pause, a few times at
 // most; so fn must have no effects outside tx.
 func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return db.inTx(ctx, nil, fn)
+}
+
+// ReadTx runs fn in a read-only transaction: a consistent snapshot of
+// several queries. On SQLite it does not take the write lock that InTx's
+// IMMEDIATE transactions take, so reads do not queue behind writers.
+func (db *DB) ReadTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return db.inTx(ctx, &sql.TxOptions{ReadOnly: true}, fn)
+}
+
+func (db *DB) inTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := db.runTx(ctx, fn)
+		err := db.runTx(ctx, opts, fn)
 		if err == nil || attempt == txAttempts || !isTransient(err) {
 			return err
 		}
@@ -44,8 +55,12 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 }
 
-func (db *DB) runTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.BeginTx(ctx, nil)
+func (db *DB) runTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
+	if db.writer != nil && (opts == nil || !opts.ReadOnly) {
+		db.writer.Lock()
+		defer db.writer.Unlock()
+	}
+	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}

@@ -289,7 +289,7 @@ func (s *Store) answer(ctx context.Context, announce func(domain.Reservation) bu
 // domain.ErrNotFound.
 func (s *Store) Reservation(ctx context.Context, orderID string) (domain.Reservation, error) {
 	var res domain.Reservation
-	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := s.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		res, err = recorded(ctx, tx, orderID)
 		return err

@@ -115,7 +115,7 @@ func (s *Store) Create(ctx context.Context, o *domain.Order, saga *domain.Saga, 
 // Order returns an order, or domain.ErrNotFound.
 func (s *Store) Order(ctx context.Context, id string) (*domain.Order, error) {
 	var o *domain.Order
-	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := s.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		o, err = loadOrder(ctx, tx, id)
 		return err
