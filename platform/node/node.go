@@ -114,6 +114,21 @@ func (n *Node) Consume(c bus.Consumer, hs bus.Handlers) {
 	n.Append(runtime.Hook{
 		Name: name,
 		Start: func(ctx context.Context) error {
+			// A stream that exists already (the service's own, or one
+			// declared by a service started before) is subscribed now, so
+			// the service is consuming when Start returns.
+			if _, err := n.Bus.JetStream().Stream(ctx, c.Stream); err == nil {
+				s, err := n.Bus.Subscribe(ctx, c, hs)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				sub = s
+				mu.Unlock()
+				cancel, done = func() {}, make(chan struct{})
+				close(done)
+				return nil
+			}
 			ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
 			done = make(chan struct{})
 			go func() {
