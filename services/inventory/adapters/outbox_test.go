@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/outbox"
+	"github.com/mercato-shop/mercato/platform/outbox/outboxtest"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
 	"github.com/mercato-shop/mercato/services/inventory/adapters"
@@ -20,49 +19,12 @@ import (
 	"github.com/mercato-shop/mercato/services/inventory/migrations"
 )
 
-// waitFor bounds every wait for an asynchronous outcome.
-const waitFor = 20 * time.Second
+func startBus(t *testing.T) string { return outboxtest.StartBus(t, adapters.EventStream()) }
 
-// startBus starts an embedded NATS server for the test, declares the
-// inventory event stream on it, and returns its URL.
-func startBus(t *testing.T) string {
-	t.Helper()
-	srv, err := bus.StartServer(t.Context(), bus.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start nats: %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	if err := connect(t, srv.ClientURL()).EnsureStream(t.Context(), adapters.EventStream()); err != nil {
-		t.Fatalf("ensure stream: %v", err)
-	}
-	return srv.ClientURL()
-}
+func connect(t *testing.T, url string) *bus.Bus { return outboxtest.Connect(t, url, "inventory") }
 
-// connect returns a bus connection closed at cleanup.
-func connect(t *testing.T, url string) *bus.Bus {
-	t.Helper()
-	b, err := bus.Connect(t.Context(), bus.Config{URL: url, Source: "inventory"})
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(b.Close)
-	return b
-}
-
-// newOutbox returns the outbox of db, publishing on the server at url; its
-// relay is not started, and is stopped at cleanup if a test starts it.
 func newOutbox(t *testing.T, db *storage.DB, url string, cfg outbox.Config) *outbox.Outbox {
-	t.Helper()
-	o := outbox.New(db, connect(t, url), cfg)
-	if err := o.EnsureSchema(t.Context()); err != nil {
-		t.Fatalf("outbox schema: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := o.Stop(context.Background()); err != nil {
-			t.Errorf("stop relay: %v", err)
-		}
-	})
-	return o
+	return outboxtest.New(t, db, url, "inventory", cfg)
 }
 
 // newStore returns a store on db whose answers go to an outbox that is
@@ -72,48 +34,14 @@ func newStore(t *testing.T, db *storage.DB) *adapters.Store {
 	return adapters.NewStore(db, newOutbox(t, db, startBus(t), outbox.Config{}))
 }
 
-func pending(t *testing.T, o *outbox.Outbox) int {
-	t.Helper()
-	n, err := o.Pending(t.Context())
-	if err != nil {
-		t.Fatalf("pending: %v", err)
-	}
-	return n
-}
+func pending(t *testing.T, o *outbox.Outbox) int { return outboxtest.Pending(t, o) }
 
-// eventually polls cond until it holds, failing the test after waitFor.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", waitFor, what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
-}
+func eventually(t *testing.T, what string, cond func() bool) { outboxtest.Eventually(t, what, cond) }
 
 // answers returns "<type> <order id>" of every event stored in the inventory
 // stream, in stream order.
 func answers(t *testing.T, b *bus.Bus) []string {
-	t.Helper()
-	s, err := b.JetStream().Stream(t.Context(), adapters.EventStream().Name)
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	st := s.CachedInfo().State
-	var out []string
-	for seq := st.FirstSeq; st.Msgs > 0 && seq <= st.LastSeq; seq++ {
-		m, err := s.GetMsg(t.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("get message %d: %v", seq, err)
-		}
-		out = append(out, m.Subject+" "+m.Header.Get(bus.HeaderSubject))
-	}
-	return out
+	return outboxtest.Stored(t, b, adapters.EventStream().Name)
 }
 
 var errInjected = errors.New("injected failure")

@@ -9,9 +9,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/inbox"
 	"github.com/mercato-shop/mercato/platform/outbox"
+	"github.com/mercato-shop/mercato/platform/outbox/outboxtest"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
 	"github.com/mercato-shop/mercato/services/order/adapters"
@@ -24,36 +24,15 @@ import (
 // stays pending, where a test can count it.
 func newStore(t *testing.T, db *storage.DB) (*adapters.Store, *outbox.Outbox) {
 	t.Helper()
-	ctx := context.Background()
-	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	b, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL(), Source: "order"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	ob := outbox.New(db, b, outbox.Config{})
+	ob := outboxtest.New(t, db, outboxtest.StartBus(t), "order", outbox.Config{})
 	in := inbox.New(db, "")
-	if err := ob.EnsureSchema(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := in.EnsureSchema(ctx); err != nil {
+	if err := in.EnsureSchema(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return adapters.NewStore(db, ob, in), ob
 }
 
-func pending(t *testing.T, ob *outbox.Outbox) int {
-	t.Helper()
-	n, err := ob.Pending(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
+func pending(t *testing.T, ob *outbox.Outbox) int { return outboxtest.Pending(t, ob) }
 
 func newOrder(t *testing.T, customer string) (*domain.Order, *domain.Saga) {
 	t.Helper()
