@@ -96,68 +96,74 @@ func (n *Node) Consume(c bus.Consumer, hs bus.Handlers) {
 	if c.DeadLetter == "" {
 		c.DeadLetter = n.cfg.DeadLetters
 	}
-	var (
-		mu     sync.Mutex
-		sub    *bus.Subscription
-		cancel context.CancelFunc
-		done   chan struct{}
-	)
+	k := &consumer{node: n, cfg: c, handlers: hs}
 	name := "consumer " + c.Stream + "/" + c.Durable
-	n.Health.Check(name, func(context.Context) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if sub == nil {
-			return fmt.Errorf("waiting for stream %s", c.Stream)
+	n.Health.Check(name, k.ready)
+	n.Append(runtime.Hook{Name: name, Start: k.start, Stop: k.stop})
+}
+
+// consumer is one durable consumer, subscribed for the life of its node.
+type consumer struct {
+	node     *Node
+	cfg      bus.Consumer
+	handlers bus.Handlers
+	cancel   context.CancelFunc // ends a wait for the stream
+	done     chan struct{}      // closed when the subscribing is over
+
+	mu  sync.Mutex
+	sub *bus.Subscription // nil until subscribed
+}
+
+func (k *consumer) start(ctx context.Context) error {
+	k.done = make(chan struct{})
+	// A stream that exists already (the service's own, or one declared by a
+	// service started before) is subscribed now, so that the service is
+	// consuming when Start returns.
+	if _, err := k.node.Bus.JetStream().Stream(ctx, k.cfg.Stream); err == nil {
+		defer close(k.done)
+		k.cancel = func() {}
+		return k.subscribe(ctx)
+	}
+	ctx, k.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(k.done)
+		if err := k.subscribe(ctx); err != nil && ctx.Err() == nil {
+			k.node.cfg.Logger.ErrorContext(ctx, "subscribe", "stream", k.cfg.Stream, "consumer", k.cfg.Durable, "err", err)
 		}
-		return nil
-	})
-	n.Append(runtime.Hook{
-		Name: name,
-		Start: func(ctx context.Context) error {
-			// A stream that exists already (the service's own, or one
-			// declared by a service started before) is subscribed now, so
-			// the service is consuming when Start returns.
-			if _, err := n.Bus.JetStream().Stream(ctx, c.Stream); err == nil {
-				s, err := n.Bus.Subscribe(ctx, c, hs)
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				sub = s
-				mu.Unlock()
-				cancel, done = func() {}, make(chan struct{})
-				close(done)
-				return nil
-			}
-			ctx, cancel = context.WithCancel(context.WithoutCancel(ctx))
-			done = make(chan struct{})
-			go func() {
-				defer close(done)
-				s, err := n.Bus.Subscribe(ctx, c, hs)
-				if err != nil {
-					if ctx.Err() == nil {
-						n.cfg.Logger.ErrorContext(ctx, "subscribe", "stream", c.Stream, "consumer", c.Durable, "err", err)
-					}
-					return
-				}
-				mu.Lock()
-				sub = s
-				mu.Unlock()
-			}()
-			return nil
-		},
-		Stop: func(context.Context) error {
-			cancel()
-			<-done
-			mu.Lock()
-			defer mu.Unlock()
-			if sub != nil {
-				sub.Stop()
-				sub = nil
-			}
-			return nil
-		},
-	})
+	}()
+	return nil
+}
+
+func (k *consumer) subscribe(ctx context.Context) error {
+	s, err := k.node.Bus.Subscribe(ctx, k.cfg, k.handlers)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.sub = s
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *consumer) stop(context.Context) error {
+	k.cancel()
+	<-k.done
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.sub != nil {
+		k.sub.Stop()
+		k.sub = nil
+	}
+	return nil
+}
+
+func (k *consumer) ready(context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.sub == nil {
+		return fmt.Errorf("waiting for stream %s", k.cfg.Stream)
+	}
+	return nil
 }
 
 // Logger is the service's logger.
