@@ -81,7 +81,7 @@ func (s *Service) setup(ctx context.Context) error {
 	// announces, and published by the node's outbox relay.
 	commands := &adapters.Commands{
 		Reserve: app.NewReserveHandler(store, adapters.Answer),
-		Release: app.NewReleaseHandler(store, adapters.Answer),
+		Release: app.NewReleaseHandler(store, adapters.ReleaseAnswer),
 	}
 	n.Consume(adapters.CommandConsumer(), commands.Handlers())
 	// The choreographed saga: reserve when a choreographed order is paid.

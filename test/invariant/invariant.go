@@ -54,6 +54,7 @@ func (r Report) String() string {
 
 type order struct {
 	id, status string
+	saga       string // the saga's step and what it awaits, for the report
 	lines      map[string]int64
 }
 
@@ -107,7 +108,7 @@ func Check(ctx context.Context, dataDir string, initial Stock) (Report, error) {
 		res, holds := held[o.id]
 		switch o.status {
 		case "PENDING":
-			violate("order %s is still PENDING", o.id)
+			violate("order %s is still PENDING (saga %s)", o.id, o.saga)
 		case "CONFIRMED", "SHIPPED":
 			if pay != "CAPTURED" {
 				violate("%s order %s: payment %q, want CAPTURED", o.status, o.id, pay)
@@ -204,20 +205,21 @@ func readOrders(ctx context.Context, dataDir string) (map[string]*order, error) 
 	}
 	defer db.Close()
 	out := map[string]*order{}
-	rows, err := db.QueryContext(ctx, `SELECT o.id, o.status, l.product_id, l.quantity FROM orders o JOIN order_lines l ON l.order_id = o.id`)
+	rows, err := db.QueryContext(ctx, `SELECT o.id, o.status, o.saga || ' ' || s.step || ' awaiting [' || s.awaiting || '] attempts ' || s.attempts, l.product_id, l.quantity
+		FROM orders o JOIN order_lines l ON l.order_id = o.id JOIN sagas s ON s.order_id = o.id`)
 	if err != nil {
 		return nil, fmt.Errorf("read orders: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, status, product string
+		var id, status, saga, product string
 		var qty int64
-		if err := rows.Scan(&id, &status, &product, &qty); err != nil {
+		if err := rows.Scan(&id, &status, &saga, &product, &qty); err != nil {
 			return nil, err
 		}
 		o, ok := out[id]
 		if !ok {
-			o = &order{id: id, status: status, lines: map[string]int64{}}
+			o = &order{id: id, status: status, saga: saga, lines: map[string]int64{}}
 			out[id] = o
 		}
 		o.lines[product] += qty

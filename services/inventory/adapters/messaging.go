@@ -43,6 +43,19 @@ func CommandConsumer() bus.Consumer {
 // dedupe) drop the duplicate.
 const eventIDSpace = "6f1d9b7e-2f5c-4a35-9a0e-5b0e6f1c2d3a"
 
+// ReleaseAnswer answers a release command, always with inventory.released
+// as the command's contract says: with the lines given back, or none when
+// nothing was held (never reserved, or a reservation that had failed).
+// Answering a failed reservation's release with inventory.failed would
+// reuse that failure's event id, and the broker would drop it as a
+// duplicate: the saga waiting for the release would never hear back.
+func ReleaseAnswer(r domain.Reservation) bus.Event {
+	if r.Status != domain.Released {
+		r = domain.Reservation{OrderID: r.OrderID, Status: domain.Released}
+	}
+	return Answer(r)
+}
+
 // Answer is the event that announces a reservation's outcome:
 // inventory.reserved, inventory.failed or inventory.released.
 func Answer(r domain.Reservation) bus.Event {

@@ -144,6 +144,10 @@ func TestSaga(t *testing.T) {
 			{"payment.refunded", nil, Compensating, Pending, true},
 			{"inventory.released", nil, Done, Cancelled, true},
 		}, ReasonTimeout},
+		{"a release answered by a failed reservation completes the compensation", []step{
+			{"cancel", []Command{release(ReasonCustomerCancelled)}, Compensating, Pending, true},
+			{"inventory.failed", nil, Done, Cancelled, true},
+		}, ReasonCustomerCancelled},
 		{"a reservation that outlives its deadline is released", []step{
 			{"expire", []Command{release(ReasonTimeout)}, Compensating, Pending, true},
 			{"inventory.released", nil, Done, Cancelled, true},

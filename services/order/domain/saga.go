@@ -205,7 +205,9 @@ func (s *Saga) Handle(o *Order, r Reply, now time.Time, stepTimeout time.Duratio
 		// its event may reach the order after payment's answer to it.
 		s.advance(Done, now, 0)
 		return nil, true, o.Cancel(ReasonOutOfStock, now)
-	case s.step == Compensating && r.Kind == StockReleased && slices.Contains(s.awaiting, AwaitRelease):
+	// Inventory answers a release with inventory.failed when the reservation
+	// had failed: nothing is held either way.
+	case s.step == Compensating && (r.Kind == StockReleased || r.Kind == StockFailed) && slices.Contains(s.awaiting, AwaitRelease):
 		return nil, true, s.answered(o, AwaitRelease, now)
 	case s.step == Compensating && r.Kind == PaymentRefunded && slices.Contains(s.awaiting, AwaitRefund):
 		return nil, true, s.answered(o, AwaitRefund, now)
