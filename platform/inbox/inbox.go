@@ -29,6 +29,9 @@ type Inbox struct {
 	name    string
 	table   string // quoted
 	lockKey int64
+	// claim is the claim's insert, prepared once by EnsureSchema: it runs
+	// with every message a consumer handles.
+	claim *sql.Stmt
 }
 
 // New returns the inbox kept in table (default "inbox", in the default
@@ -75,7 +78,14 @@ func (i *Inbox) EnsureSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create inbox table %s: %w", i.name, err)
 	}
+	if i.claim, err = i.db.PrepareContext(ctx, i.claimSQL()); err != nil {
+		return fmt.Errorf("prepare inbox claim %s: %w", i.name, err)
+	}
 	return nil
+}
+
+func (i *Inbox) claimSQL() string {
+	return `INSERT INTO ` + i.table + ` (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING`
 }
 
 // Claim records that consumer handles messageID in tx. first is false when
@@ -87,9 +97,13 @@ func (i *Inbox) Claim(ctx context.Context, tx *sql.Tx, consumer, messageID strin
 	if consumer == "" || messageID == "" {
 		return false, errors.New("inbox claim: consumer and message id are required")
 	}
-	res, err := tx.ExecContext(ctx,
-		`INSERT INTO `+i.table+` (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING`,
-		consumer, messageID, time.Now().UnixMicro())
+	args := []any{consumer, messageID, time.Now().UnixMicro()}
+	var res sql.Result
+	if i.claim != nil {
+		res, err = tx.StmtContext(ctx, i.claim).ExecContext(ctx, args...)
+	} else {
+		res, err = tx.ExecContext(ctx, i.claimSQL(), args...)
+	}
 	if err != nil {
 		return false, fmt.Errorf("inbox claim %s for %s: %w", messageID, consumer, err)
 	}

@@ -80,6 +80,9 @@ type Outbox struct {
 	table string // quoted
 	// The statements on table that do not vary.
 	insertSQL, selectSQL, countSQL string
+	// insert is insertSQL prepared once by EnsureSchema: Add runs with every
+	// change a service makes, and SQLite would otherwise parse it each time.
+	insert *sql.Stmt
 	// lockKey is the PostgreSQL advisory lock that relays of one table take turns on.
 	lockKey int64
 
@@ -156,6 +159,9 @@ func (o *Outbox) EnsureSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create outbox table %s: %w", o.cfg.Table, err)
 	}
+	if o.insert, err = o.db.PrepareContext(ctx, o.insertSQL); err != nil {
+		return fmt.Errorf("prepare outbox insert %s: %w", o.cfg.Table, err)
+	}
 	return nil
 }
 
@@ -191,7 +197,13 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, events ...bus.Event) error
 		if data == nil {
 			data = []byte{} // an empty payload, not NULL
 		}
-		if _, err := tx.ExecContext(ctx, o.insertSQL, env.ID, env.Subject, string(header), data, time.Now().UnixMicro()); err != nil {
+		args := []any{env.ID, env.Subject, string(header), data, time.Now().UnixMicro()}
+		if o.insert != nil {
+			_, err = tx.StmtContext(ctx, o.insert).ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, o.insertSQL, args...)
+		}
+		if err != nil {
 			return fmt.Errorf("outbox: add %s %s: %w", env.Subject, env.ID, err)
 		}
 	}
