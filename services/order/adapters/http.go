@@ -131,15 +131,26 @@ func (h *HTTP) place(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, http.StatusAccepted, toJSON(o))
 }
 
-func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
-	caller, ok := web.CallerOf(r)
+// orderRequest reads the caller and the order id of /api/orders/{id} and
+// its sub-paths;
+// ok is false when it has answered the request already.
+func orderRequest(w http.ResponseWriter, r *http.Request) (caller web.Caller, id string, ok bool) {
+	caller, ok = web.CallerOf(r)
 	if !ok {
 		web.Error(w, r, http.StatusUnauthorized, "sign in first")
-		return
+		return caller, "", false
 	}
-	id := r.PathValue("id")
+	id = r.PathValue("id")
 	if _, err := uuid.Parse(id); err != nil {
 		web.Error(w, r, http.StatusNotFound, "no such order")
+		return caller, "", false
+	}
+	return caller, id, true
+}
+
+func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
+	caller, id, ok := orderRequest(w, r)
+	if !ok {
 		return
 	}
 	o, err := h.Orders.Order(r.Context(), id)
@@ -157,14 +168,8 @@ func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
 // cancel starts the compensation of an order: 202 with the order as it is
 // now; it becomes CANCELLED once refunded and released.
 func (h *HTTP) cancel(w http.ResponseWriter, r *http.Request) {
-	caller, ok := web.CallerOf(r)
+	caller, id, ok := orderRequest(w, r)
 	if !ok {
-		web.Error(w, r, http.StatusUnauthorized, "sign in first")
-		return
-	}
-	id := r.PathValue("id")
-	if _, err := uuid.Parse(id); err != nil {
-		web.Error(w, r, http.StatusNotFound, "no such order")
 		return
 	}
 	o, err := h.Cancel.Cancel(r.Context(), app.CancelOrder{OrderID: id, CustomerID: caller.Subject, Admin: caller.HasRole("admin")})
