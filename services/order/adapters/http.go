@@ -132,8 +132,7 @@ func (h *HTTP) place(w http.ResponseWriter, r *http.Request) {
 }
 
 // orderRequest reads the caller and the order id of /api/orders/{id} and
-// its sub-paths;
-// ok is false when it has answered the request already.
+// its sub-paths; ok is false when it has answered the request already.
 func orderRequest(w http.ResponseWriter, r *http.Request) (caller web.Caller, id string, ok bool) {
 	caller, ok = web.CallerOf(r)
 	if !ok {
