@@ -29,9 +29,9 @@ type Inbox struct {
 	name    string
 	table   string // quoted
 	lockKey int64
-	// claim is the claim's insert, prepared once by EnsureSchema: it runs
-	// with every message a consumer handles.
-	claim *sql.Stmt
+	// claimSQL is the claim's insert, built once: it runs with every
+	// message a consumer handles (storage keeps it prepared on SQLite).
+	claimSQL string
 }
 
 // New returns the inbox kept in table (default "inbox", in the default
@@ -42,7 +42,11 @@ func New(db *storage.DB, table string) *Inbox {
 	}
 	h := fnv.New64a()
 	h.Write([]byte("mercato/inbox/" + table))
-	return &Inbox{db: db, name: table, table: quote(table), lockKey: int64(h.Sum64())}
+	t := quote(table)
+	return &Inbox{
+		db: db, name: table, table: t, lockKey: int64(h.Sum64()),
+		claimSQL: `INSERT INTO ` + t + ` (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING`,
+	}
 }
 
 // quote makes name a quoted SQL identifier, valid on both engines.
@@ -78,14 +82,7 @@ func (i *Inbox) EnsureSchema(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create inbox table %s: %w", i.name, err)
 	}
-	if i.claim, err = i.db.PrepareContext(ctx, i.claimSQL()); err != nil {
-		return fmt.Errorf("prepare inbox claim %s: %w", i.name, err)
-	}
 	return nil
-}
-
-func (i *Inbox) claimSQL() string {
-	return `INSERT INTO ` + i.table + ` (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING`
 }
 
 // Claim records that consumer handles messageID in tx. first is false when
@@ -97,13 +94,7 @@ func (i *Inbox) Claim(ctx context.Context, tx *sql.Tx, consumer, messageID strin
 	if consumer == "" || messageID == "" {
 		return false, errors.New("inbox claim: consumer and message id are required")
 	}
-	args := []any{consumer, messageID, time.Now().UnixMicro()}
-	var res sql.Result
-	if i.claim != nil {
-		res, err = tx.StmtContext(ctx, i.claim).ExecContext(ctx, args...)
-	} else {
-		res, err = tx.ExecContext(ctx, i.claimSQL(), args...)
-	}
+	res, err := tx.ExecContext(ctx, i.claimSQL, consumer, messageID, time.Now().UnixMicro())
 	if err != nil {
 		return false, fmt.Errorf("inbox claim %s for %s: %w", messageID, consumer, err)
 	}

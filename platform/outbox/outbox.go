@@ -13,20 +13,24 @@
 // The relay marks events sent by deleting their rows, not with a sent_at
 // column: the table holds only what is pending, so the relay's ordered read
 // and Pending stay cheap without a cleanup job, and a published row has no
-// further use (the stream is the history). Rows are deleted by their exact
-// sequence numbers, never by range: on PostgreSQL a transaction that commits
-// late can make a lower sequence number visible after higher ones were read.
+// further use (the stream is the history). On PostgreSQL rows are deleted in
+// the batch's transaction by their exact sequence numbers, never by range: a
+// transaction that commits late can make a lower sequence number visible
+// after higher ones were read. On SQLite, where one writer at a time makes
+// sequence order the commit order, the relay keeps a high-water mark of what
+// it published, reads only above it, and deletes up to it by range in a
+// goroutine of its own: the delete waits for the file's write lock, and
+// waiting for it between batches slowed every hop of a saga.
 //
 // Order: events are published in the order of their sequence column, one
-// batch at a time, each event acked before the next is sent, so the stream
-// holds them in that order even when a publish fails midway. On SQLite the
-// single writer makes that the commit order. On PostgreSQL it is the commit
-// order of causally related transactions (concurrent ones have no order to
-// keep), and relays of several replicas on one database take turns through a
-// transaction-scoped advisory lock held for the whole batch. Pipelining a
-// batch with async publishes drained about twice as fast, but a reconnect or
-// a no-responders retry in mid-batch can then store a later event before an
-// earlier one, so the relay keeps one publish in flight.
+// batch at a time; a batch is sent pipelined on one connection and its acks
+// awaited in order (bus.PublishEnvelopes), and only the acknowledged prefix
+// counts as sent. On SQLite the single writer makes that the commit order.
+// On PostgreSQL it is the commit order of causally related transactions
+// (concurrent ones have no order to keep), and relays of several replicas on
+// one database take turns through a transaction-scoped advisory lock held
+// for the whole batch. A publish failing in mid-batch can leave a later
+// event stored before an earlier one is sent again.
 //
 // A publish that fails stops the relay until it succeeds: an event that can
 // never be published (no stream takes its subject) holds up those behind it,
@@ -78,13 +82,22 @@ type Outbox struct {
 	cfg   Config
 	log   *slog.Logger
 	table string // quoted
-	// The statements on table that do not vary.
+	// The statements on table, built once (storage keeps them prepared on
+	// SQLite).
 	insertSQL, selectSQL, countSQL string
-	// insert is insertSQL prepared once by EnsureSchema: Add runs with every
-	// change a service makes, and SQLite would otherwise parse it each time.
-	insert *sql.Stmt
 	// lockKey is the PostgreSQL advisory lock that relays of one table take turns on.
 	lockKey int64
+	// selectAboveSQL reads pending rows above the high-water mark (SQLite).
+	selectAboveSQL, deleteUpToSQL string
+
+	// sent is the highest sequence number published, on SQLite; rows up to
+	// it are deleted later by mark. Guarded by batchMu.
+	sent int64
+	// marked is the highest sequence number deleted. Guarded by markMu.
+	marked int64
+	markMu sync.Mutex
+	// marks signals the marking goroutine that sent has moved.
+	marks chan struct{}
 
 	// wake is signalled after a commit that added events; a buffer of one
 	// coalesces signals and never blocks the committer.
@@ -122,9 +135,13 @@ func New(db *storage.DB, b *bus.Bus, cfg Config) *Outbox {
 		table:     table,
 		insertSQL: `INSERT INTO ` + table + ` (id, subject, header, data, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING`,
 		selectSQL: `SELECT seq, id, subject, header, data FROM ` + table + ` ORDER BY seq LIMIT $1`,
-		countSQL:  `SELECT COUNT(*) FROM ` + table,
+		countSQL:  `SELECT COUNT(*) FROM ` + table + ` WHERE seq > $1`,
 		lockKey:   int64(h.Sum64()),
 		wake:      make(chan struct{}, 1),
+		marks:     make(chan struct{}, 1),
+
+		selectAboveSQL: `SELECT seq, id, subject, header, data FROM ` + table + ` WHERE seq > $1 ORDER BY seq LIMIT $2`,
+		deleteUpToSQL:  `DELETE FROM ` + table + ` WHERE seq <= $1`,
 	}
 }
 
@@ -158,9 +175,6 @@ func (o *Outbox) EnsureSchema(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("create outbox table %s: %w", o.cfg.Table, err)
-	}
-	if o.insert, err = o.db.PrepareContext(ctx, o.insertSQL); err != nil {
-		return fmt.Errorf("prepare outbox insert %s: %w", o.cfg.Table, err)
 	}
 	return nil
 }
@@ -197,13 +211,7 @@ func (o *Outbox) Add(ctx context.Context, tx *sql.Tx, events ...bus.Event) error
 		if data == nil {
 			data = []byte{} // an empty payload, not NULL
 		}
-		args := []any{env.ID, env.Subject, string(header), data, time.Now().UnixMicro()}
-		if o.insert != nil {
-			_, err = tx.StmtContext(ctx, o.insert).ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, o.insertSQL, args...)
-		}
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, o.insertSQL, env.ID, env.Subject, string(header), data, time.Now().UnixMicro()); err != nil {
 			return fmt.Errorf("outbox: add %s %s: %w", env.Subject, env.ID, err)
 		}
 	}
@@ -248,15 +256,19 @@ func (o *Outbox) Wake() {
 
 // Pending counts the events not yet published.
 func (o *Outbox) Pending(ctx context.Context) (int, error) {
+	o.batchMu.Lock()
+	sent := o.sent
+	o.batchMu.Unlock()
 	var n int
-	if err := o.db.QueryRowContext(ctx, o.countSQL).Scan(&n); err != nil {
+	if err := o.db.QueryRowContext(ctx, o.countSQL, sent).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count pending events in %s: %w", o.cfg.Table, err)
 	}
 	return n, nil
 }
 
-// Flush publishes every event pending now, in order, and returns the first
-// publish error. On PostgreSQL it waits for another relay's batch to end.
+// Flush publishes every event pending now, in order, deletes the rows of
+// those published, and returns the first error. On PostgreSQL it waits for
+// another relay's batch to end.
 func (o *Outbox) Flush(ctx context.Context) error {
 	for {
 		n, err := o.batch(ctx, ctx)
@@ -264,9 +276,27 @@ func (o *Outbox) Flush(ctx context.Context) error {
 			return err
 		}
 		if n < o.cfg.Batch {
-			return nil
+			return o.mark(ctx)
 		}
 	}
+}
+
+// mark deletes the rows published up to the high-water mark (SQLite; on
+// PostgreSQL batch deletes its rows itself and sent stays zero).
+func (o *Outbox) mark(ctx context.Context) error {
+	o.markMu.Lock()
+	defer o.markMu.Unlock()
+	o.batchMu.Lock()
+	sent := o.sent
+	o.batchMu.Unlock()
+	if sent <= o.marked {
+		return nil
+	}
+	if _, err := o.db.ExecContext(ctx, o.deleteUpToSQL, sent); err != nil {
+		return fmt.Errorf("mark events up to %d sent in %s: %w", sent, o.cfg.Table, err)
+	}
+	o.marked = sent
+	return nil
 }
 
 // querier is a database or a transaction.
@@ -318,7 +348,14 @@ func (o *Outbox) batch(ctx, work context.Context) (int, error) {
 		return 0, err
 	}
 	n, pubErr := o.publish(work, rows)
-	if n > 0 {
+	if n > 0 && tx == nil {
+		o.sent = rows[n-1].seq
+		select {
+		case o.marks <- struct{}{}:
+		default:
+		}
+	}
+	if n > 0 && tx != nil {
 		if err := o.delete(work, q, rows[:n]); err != nil {
 			// Published but still pending: sent again later and deduped.
 			return 0, errors.Join(pubErr, err)
@@ -333,7 +370,11 @@ func (o *Outbox) batch(ctx, work context.Context) (int, error) {
 }
 
 func (o *Outbox) read(ctx context.Context, q querier) ([]row, error) {
-	rs, err := q.QueryContext(ctx, o.selectSQL, o.cfg.Batch)
+	query, args := o.selectSQL, []any{o.cfg.Batch}
+	if o.db.Dialect() != storage.Postgres {
+		query, args = o.selectAboveSQL, []any{o.sent, o.cfg.Batch}
+	}
+	rs, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox %s: %w", o.cfg.Table, err)
 	}

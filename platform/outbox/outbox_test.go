@@ -26,6 +26,7 @@ import (
 	"github.com/mercato-shop/mercato/platform/bus/bustest"
 	"github.com/mercato-shop/mercato/platform/outbox"
 	"github.com/mercato-shop/mercato/platform/runtime"
+	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
 	"github.com/mercato-shop/mercato/platform/telemetry"
 )
@@ -487,6 +488,54 @@ func TestOutbox_RunsAsALifecycleHook(t *testing.T) {
 		add(t, ctx, o, f.event("y"))
 		if n := pending(t, o); n != 1 {
 			t.Errorf("pending = %d after stop, want 1: the stopped relay published", n)
+		}
+	})
+}
+
+// rows counts the outbox table's rows, published or not.
+func rows(t testing.TB, db *storage.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(testContext(t), `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
+		t.Fatalf("count %s: %v", table, err)
+	}
+	return n
+}
+
+func TestRelay_DeletesWhatItPublishedWithoutWaitingForTheSweep(t *testing.T) {
+	each(t, func(t *testing.T, f *fixture) {
+		ctx := testContext(t)
+		o := newOutbox(t, f.db, f.bus, outbox.Config{Sweep: time.Hour})
+		start(t, o)
+		for i := range 3 {
+			add(t, ctx, o, f.event(fmt.Sprint(i)))
+		}
+		// Not a timing threshold: a sweep would come after an hour.
+		eventually(t, "published rows are still in the table", func() bool { return rows(t, f.db, "outbox") == 0 })
+		if got := payloads(t, streamMsgs(t, f.bus, f.stream)); !slices.Equal(got, []string{"0", "1", "2"}) {
+			t.Errorf("stream holds %q", got)
+		}
+
+		// Rows added after the deletes are read above the high-water mark.
+		add(t, ctx, o, f.event("3"))
+		eventually(t, "the event after the deletes was not published", func() bool {
+			return len(streamMsgs(t, f.bus, f.stream)) == 4
+		})
+	})
+}
+
+func TestRelay_StopLeavesNothingPublishedInTheTable(t *testing.T) {
+	each(t, func(t *testing.T, f *fixture) {
+		ctx := testContext(t)
+		o := newOutbox(t, f.db, f.bus, outbox.Config{Sweep: time.Hour})
+		start(t, o)
+		add(t, ctx, o, f.event("a"), f.event("b"))
+		eventually(t, "events not published", func() bool { return len(streamMsgs(t, f.bus, f.stream)) == 2 })
+		if err := o.Stop(ctx); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		if n := rows(t, f.db, "outbox"); n != 0 {
+			t.Fatalf("%d published rows left after Stop; a restart would send them again", n)
 		}
 	})
 }

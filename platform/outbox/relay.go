@@ -60,6 +60,16 @@ func (o *Outbox) Stop(ctx context.Context) error {
 // doubling delay, warning once per outage rather than once per attempt.
 func (o *Outbox) run(intake, work context.Context, done chan<- struct{}) {
 	defer close(done)
+	marking := make(chan struct{})
+	go o.marking(intake, work, marking)
+	defer func() {
+		<-marking
+		// What the last batches published is deleted now, so a restart
+		// does not send it again.
+		if err := o.mark(work); err != nil {
+			o.log.Warn("outbox relay could not mark its last events sent", "err", err)
+		}
+	}()
 	sweep := time.NewTicker(o.cfg.Sweep)
 	defer sweep.Stop()
 	var outage time.Time // when publishing started to fail; zero while it works
@@ -96,6 +106,28 @@ func (o *Outbox) run(intake, work context.Context, done chan<- struct{}) {
 			return
 		case <-o.wake:
 		case <-sweep.C:
+			select {
+			case o.marks <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// marking deletes published rows behind the relay (SQLite; see mark) until
+// intake ends. A failed delete is retried at the next signal or sweep; the
+// relay does not read those rows again, and after a restart they are only
+// sent again and deduplicated by the broker.
+func (o *Outbox) marking(intake, work context.Context, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-intake.Done():
+			return
+		case <-o.marks:
+		}
+		if err := o.mark(work); err != nil {
+			o.log.Warn("outbox relay could not mark events sent", "err", err)
 		}
 	}
 }

@@ -4,6 +4,8 @@
 //
 // SQL is written once for both engines: $1-style placeholders, portable types
 // (TEXT, BIGINT, INTEGER), ON CONFLICT ... DO NOTHING/UPDATE and RETURNING.
+// Callers pass SQL text; on SQLite each connection keeps the statements it
+// has run prepared (stmtcache.go), as pgx does on PostgreSQL.
 package storage
 
 import (
@@ -20,7 +22,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite"
 )
 
 // Dialect names the database engine behind a DB.
@@ -88,9 +90,18 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, errors.New("open database: unsupported DSN, want postgres://..., postgresql://... or sqlite:<path>")
 	}
 
-	sqlDB, err := sql.Open(driver, source)
-	if err != nil {
-		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	var sqlDB *sql.DB
+	if dialect == SQLite {
+		base, err := sqlite.NewConnector(source)
+		if err != nil {
+			return nil, fmt.Errorf("open %s database: %w", dialect, err)
+		}
+		sqlDB = sql.OpenDB(stmtCachingConnector{base})
+	} else {
+		var err error
+		if sqlDB, err = sql.Open(driver, source); err != nil {
+			return nil, fmt.Errorf("open %s database: %w", dialect, err)
+		}
 	}
 	if err := sqlDB.PingContext(ctx); err != nil {
 		_ = sqlDB.Close()
