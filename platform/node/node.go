@@ -59,6 +59,8 @@ type Node struct {
 	Mux      *http.ServeMux
 	Health   *runtime.Health
 	server   *runtime.HTTPServer
+	// transport pools connections for every client the node hands out.
+	transport *http.Transport
 }
 
 // New returns a node that is not started yet.
@@ -76,10 +78,11 @@ func New(cfg Config) *Node {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Node{
-		cfg:    cfg,
-		id:     uuid.Must(uuid.NewV7()).String(),
-		Mux:    http.NewServeMux(),
-		Health: &runtime.Health{},
+		cfg:       cfg,
+		id:        uuid.Must(uuid.NewV7()).String(),
+		Mux:       http.NewServeMux(),
+		Health:    &runtime.Health{},
+		transport: web.NewTransport(),
 	}
 }
 
@@ -204,6 +207,7 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 func (n *Node) Stop(ctx context.Context) error {
 	n.Health.Drain()
 	err := n.lc.Stop(ctx)
+	n.transport.CloseIdleConnections()
 	n.cfg.Logger.InfoContext(ctx, "service stopped", "instance", n.id)
 	return err
 }
@@ -211,8 +215,12 @@ func (n *Node) Stop(ctx context.Context) error {
 // HTTPClient returns a client for calls to other services by name,
 // "http://inventory/...": discovery picks a live instance for each request.
 func (n *Node) HTTPClient() *http.Client {
-	return &http.Client{Transport: discovery.Transport(n.Registry, http.DefaultTransport)}
+	return &http.Client{Transport: discovery.Transport(n.Registry, n.transport)}
 }
+
+// Transport is the node's pooled transport, for clients of hosts outside
+// discovery (a payment provider).
+func (n *Node) Transport() *http.Transport { return n.transport }
 
 // Addr is the listener's address once started.
 func (n *Node) Addr() string {

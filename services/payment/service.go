@@ -85,7 +85,7 @@ func (s *Service) setup(ctx context.Context) error {
 	n := s.node
 	store := adapters.NewStore(n.DB, n.Outbox)
 	// Calls to the provider are traced like any outgoing request.
-	client := &http.Client{Transport: otelhttp.NewTransport(http.DefaultTransport,
+	client := &http.Client{Transport: otelhttp.NewTransport(n.Transport(),
 		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator()))}
 	provider := adapters.NewProvider(s.cfg.ProviderURL, client, s.cfg.ProviderTimeout)
 
