@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,9 +16,10 @@ import (
 
 func loadCmd() *cobra.Command {
 	var (
-		cfg  load.Config
-		up   bool
-		warm time.Duration
+		cfg     load.Config
+		up      bool
+		warm    time.Duration
+		profile string
 	)
 	cmd := &cobra.Command{
 		Use:   "load",
@@ -55,6 +57,13 @@ used for the recorded ones are in bench/README.md.`,
 				w.Duration = warm
 				setup.Orders(ctx, w)
 			}
+			if profile != "" {
+				stop, err := startProfile(profile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			fmt.Fprintf(out, "gateway %s, concurrency %d, %s each, %d customers\n", cfg.BaseURL, cfg.Concurrency, cfg.Duration, cfg.Customers)
 			base := setup.Catalog(ctx, cfg)
 			fmt.Fprintln(out, base)
@@ -75,5 +84,22 @@ used for the recorded ones are in bench/README.md.`,
 	f.IntVar(&cfg.Customers, "customers", 8, "customer accounts the workers share")
 	f.StringVar(&cfg.Token, "token", "tok_ok", "payment token: tok_ok pays, tok_decline is declined")
 	f.DurationVar(&cfg.Poll, "poll", 5*time.Millisecond, "how often a worker checks its order's status")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the measured runs to this file (with --up it covers the shop too)")
 	return cmd
+}
+
+// startProfile writes a CPU profile to path until the returned stop is called.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
