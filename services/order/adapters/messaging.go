@@ -93,6 +93,7 @@ func createdEvent(o *domain.Order, paymentToken string) bus.Event {
 		Data: &orderv1.OrderCreated{
 			OrderId: o.ID(), CustomerId: o.CustomerID(), Items: lines(o.Lines()), Total: money(o.Total()),
 			Saga: o.Saga(), CreatedAt: timestamppb.New(o.CreatedAt()), PaymentToken: paymentToken,
+			Version: o.Version(),
 		},
 	}
 }
@@ -103,9 +104,9 @@ func changedEvent(o *domain.Order) (bus.Event, bool) {
 	var ev bus.Event
 	switch o.Status() {
 	case domain.Confirmed:
-		ev = bus.Event{Type: EventConfirmed, Data: &orderv1.OrderConfirmed{OrderId: o.ID(), CustomerId: o.CustomerID(), ConfirmedAt: at}}
+		ev = bus.Event{Type: EventConfirmed, Data: &orderv1.OrderConfirmed{OrderId: o.ID(), CustomerId: o.CustomerID(), ConfirmedAt: at, Version: o.Version()}}
 	case domain.Cancelled:
-		ev = bus.Event{Type: EventCancelled, Data: &orderv1.OrderCancelled{OrderId: o.ID(), CustomerId: o.CustomerID(), Reason: o.Reason(), CancelledAt: at}}
+		ev = bus.Event{Type: EventCancelled, Data: &orderv1.OrderCancelled{OrderId: o.ID(), CustomerId: o.CustomerID(), Reason: o.Reason(), CancelledAt: at, Version: o.Version()}}
 	default:
 		return ev, false
 	}

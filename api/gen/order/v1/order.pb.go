@@ -309,7 +309,10 @@ type OrderCreated struct {
 	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// The tokenized payment method (tok_...), never card data. In a
 	// choreographed saga, payment charges the order when it sees this event.
-	PaymentToken  string `protobuf:"bytes,7,opt,name=payment_token,json=paymentToken,proto3" json:"payment_token,omitempty"`
+	PaymentToken string `protobuf:"bytes,7,opt,name=payment_token,json=paymentToken,proto3" json:"payment_token,omitempty"`
+	// The order's version after this event: its position in the order's
+	// event stream, so consumers can drop stale or repeated events.
+	Version       int64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,12 +396,21 @@ func (x *OrderCreated) GetPaymentToken() string {
 	return ""
 }
 
+func (x *OrderCreated) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // Published as order.confirmed.
 type OrderConfirmed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OrderId       string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
-	CustomerId    string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
-	ConfirmedAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=confirmed_at,json=confirmedAt,proto3" json:"confirmed_at,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	OrderId     string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	CustomerId  string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	ConfirmedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=confirmed_at,json=confirmedAt,proto3" json:"confirmed_at,omitempty"`
+	// The order's version after this event.
+	Version       int64 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -454,13 +466,22 @@ func (x *OrderConfirmed) GetConfirmedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *OrderConfirmed) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // Published as order.cancelled.
 type OrderCancelled struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OrderId       string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
-	CustomerId    string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	CancelledAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=cancelled_at,json=cancelledAt,proto3" json:"cancelled_at,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	OrderId     string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	CustomerId  string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	Reason      string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	CancelledAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=cancelled_at,json=cancelledAt,proto3" json:"cancelled_at,omitempty"`
+	// The order's version after this event.
+	Version       int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -523,6 +544,99 @@ func (x *OrderCancelled) GetCancelledAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *OrderCancelled) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// order.shipped: a confirmed order left the warehouse.
+type OrderShipped struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrderId        string                 `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	CustomerId     string                 `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`
+	ShipmentId     string                 `protobuf:"bytes,3,opt,name=shipment_id,json=shipmentId,proto3" json:"shipment_id,omitempty"`
+	TrackingNumber string                 `protobuf:"bytes,4,opt,name=tracking_number,json=trackingNumber,proto3" json:"tracking_number,omitempty"`
+	ShippedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=shipped_at,json=shippedAt,proto3" json:"shipped_at,omitempty"`
+	// The order's version after this event.
+	Version       int64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OrderShipped) Reset() {
+	*x = OrderShipped{}
+	mi := &file_order_v1_order_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OrderShipped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OrderShipped) ProtoMessage() {}
+
+func (x *OrderShipped) ProtoReflect() protoreflect.Message {
+	mi := &file_order_v1_order_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OrderShipped.ProtoReflect.Descriptor instead.
+func (*OrderShipped) Descriptor() ([]byte, []int) {
+	return file_order_v1_order_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OrderShipped) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *OrderShipped) GetCustomerId() string {
+	if x != nil {
+		return x.CustomerId
+	}
+	return ""
+}
+
+func (x *OrderShipped) GetShipmentId() string {
+	if x != nil {
+		return x.ShipmentId
+	}
+	return ""
+}
+
+func (x *OrderShipped) GetTrackingNumber() string {
+	if x != nil {
+		return x.TrackingNumber
+	}
+	return ""
+}
+
+func (x *OrderShipped) GetShippedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ShippedAt
+	}
+	return nil
+}
+
+func (x *OrderShipped) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_order_v1_order_proto_rawDesc = "" +
@@ -553,7 +667,7 @@ const file_order_v1_order_proto_rawDesc = "" +
 	"\x0fGetOrderRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"9\n" +
 	"\x10GetOrderResponse\x12%\n" +
-	"\x05order\x18\x01 \x01(\v2\x0f.order.v1.OrderR\x05order\"\x90\x02\n" +
+	"\x05order\x18\x01 \x01(\v2\x0f.order.v1.OrderR\x05order\"\xaa\x02\n" +
 	"\fOrderCreated\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -563,18 +677,31 @@ const file_order_v1_order_proto_rawDesc = "" +
 	"\x04saga\x18\x05 \x01(\tR\x04saga\x129\n" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12#\n" +
-	"\rpayment_token\x18\a \x01(\tR\fpaymentToken\"\x8b\x01\n" +
+	"\rpayment_token\x18\a \x01(\tR\fpaymentToken\x12\x18\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\"\xa5\x01\n" +
 	"\x0eOrderConfirmed\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
 	"customerId\x12=\n" +
-	"\fconfirmed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmedAt\"\xa3\x01\n" +
+	"\fconfirmed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vconfirmedAt\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\"\xbd\x01\n" +
 	"\x0eOrderCancelled\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
 	"customerId\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12=\n" +
-	"\fcancelled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcancelledAt2V\n" +
+	"\fcancelled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcancelledAt\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\"\xe9\x01\n" +
+	"\fOrderShipped\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12\x1f\n" +
+	"\vcustomer_id\x18\x02 \x01(\tR\n" +
+	"customerId\x12\x1f\n" +
+	"\vshipment_id\x18\x03 \x01(\tR\n" +
+	"shipmentId\x12'\n" +
+	"\x0ftracking_number\x18\x04 \x01(\tR\x0etrackingNumber\x129\n" +
+	"\n" +
+	"shipped_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tshippedAt\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion2V\n" +
 	"\fOrderService\x12F\n" +
 	"\bGetOrder\x12\x19.order.v1.GetOrderRequest\x1a\x1a.order.v1.GetOrderResponse\"\x03\x90\x02\x01B:Z8github.com/mercato-shop/mercato/api/gen/order/v1;orderv1b\x06proto3"
 
@@ -590,7 +717,7 @@ func file_order_v1_order_proto_rawDescGZIP() []byte {
 	return file_order_v1_order_proto_rawDescData
 }
 
-var file_order_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_order_v1_order_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_order_v1_order_proto_goTypes = []any{
 	(*OrderLine)(nil),             // 0: order.v1.OrderLine
 	(*Order)(nil),                 // 1: order.v1.Order
@@ -599,28 +726,30 @@ var file_order_v1_order_proto_goTypes = []any{
 	(*OrderCreated)(nil),          // 4: order.v1.OrderCreated
 	(*OrderConfirmed)(nil),        // 5: order.v1.OrderConfirmed
 	(*OrderCancelled)(nil),        // 6: order.v1.OrderCancelled
-	(*v1.Money)(nil),              // 7: money.v1.Money
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*OrderShipped)(nil),          // 7: order.v1.OrderShipped
+	(*v1.Money)(nil),              // 8: money.v1.Money
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_order_v1_order_proto_depIdxs = []int32{
-	7,  // 0: order.v1.OrderLine.unit_price:type_name -> money.v1.Money
+	8,  // 0: order.v1.OrderLine.unit_price:type_name -> money.v1.Money
 	0,  // 1: order.v1.Order.items:type_name -> order.v1.OrderLine
-	7,  // 2: order.v1.Order.total:type_name -> money.v1.Money
-	8,  // 3: order.v1.Order.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 4: order.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
+	8,  // 2: order.v1.Order.total:type_name -> money.v1.Money
+	9,  // 3: order.v1.Order.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 4: order.v1.Order.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: order.v1.GetOrderResponse.order:type_name -> order.v1.Order
 	0,  // 6: order.v1.OrderCreated.items:type_name -> order.v1.OrderLine
-	7,  // 7: order.v1.OrderCreated.total:type_name -> money.v1.Money
-	8,  // 8: order.v1.OrderCreated.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: order.v1.OrderConfirmed.confirmed_at:type_name -> google.protobuf.Timestamp
-	8,  // 10: order.v1.OrderCancelled.cancelled_at:type_name -> google.protobuf.Timestamp
-	2,  // 11: order.v1.OrderService.GetOrder:input_type -> order.v1.GetOrderRequest
-	3,  // 12: order.v1.OrderService.GetOrder:output_type -> order.v1.GetOrderResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 7: order.v1.OrderCreated.total:type_name -> money.v1.Money
+	9,  // 8: order.v1.OrderCreated.created_at:type_name -> google.protobuf.Timestamp
+	9,  // 9: order.v1.OrderConfirmed.confirmed_at:type_name -> google.protobuf.Timestamp
+	9,  // 10: order.v1.OrderCancelled.cancelled_at:type_name -> google.protobuf.Timestamp
+	9,  // 11: order.v1.OrderShipped.shipped_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: order.v1.OrderService.GetOrder:input_type -> order.v1.GetOrderRequest
+	3,  // 13: order.v1.OrderService.GetOrder:output_type -> order.v1.GetOrderResponse
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_order_v1_order_proto_init() }
@@ -634,7 +763,7 @@ func file_order_v1_order_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_order_v1_order_proto_rawDesc), len(file_order_v1_order_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
