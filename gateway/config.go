@@ -40,10 +40,14 @@ type Route struct {
 	Service string   `yaml:"service"`
 	Auth    string   `yaml:"auth"`
 	Roles   []string `yaml:"roles"`
-	line    int
+	// Stream marks a long-lived response (server-sent events): the
+	// gateway lifts its read deadline for it, which would otherwise end the
+	// request once ReadTimeout has passed.
+	Stream bool `yaml:"stream"`
+	line   int
 }
 
-var routeKeys = []string{"path", "methods", "service", "auth", "roles"}
+var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream"}
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 

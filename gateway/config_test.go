@@ -27,6 +27,12 @@ func TestParseConfig_ShippedRoutes(t *testing.T) {
 	if i < 0 || cfg.Routes[i].Auth != AuthJWT {
 		t.Fatalf("/api/customers/me must need a token; routes %+v", cfg.Routes)
 	}
+	// Only the server-sent event stream is long-lived.
+	for _, r := range cfg.Routes {
+		if r.Stream != (r.Path == "/api/orders/{id}/updates") {
+			t.Errorf("route %s: stream %v", r.Path, r.Stream)
+		}
+	}
 }
 
 func TestParseConfig_Defaults(t *testing.T) {

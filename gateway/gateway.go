@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -108,6 +109,13 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			}
 			r.Header.Set(web.SubjectHeader, caller.Subject)
 			r.Header.Set(web.RolesHeader, strings.Join(caller.Roles, ","))
+		}
+		if route.Stream {
+			// The request has been read; the connection now only carries
+			// the response, for as long as the upstream streams it.
+			if err := http.NewResponseController(w).SetReadDeadline(time.Time{}); err != nil {
+				g.logger.DebugContext(r.Context(), "lift read deadline", "path", r.URL.Path, "err", err)
+			}
 		}
 		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
 	})

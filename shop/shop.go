@@ -47,6 +47,9 @@ type Config struct {
 	// for the defaults.
 	SagaRetry, StepTimeout time.Duration
 	DefaultSaga            string
+	// ShipAfter and SnapshotEvery: see order.Config.
+	ShipAfter     time.Duration
+	SnapshotEvery int64
 	// PaymentAttempts and PaymentBackoff: see payment.Config.
 	PaymentAttempts int
 	PaymentBackoff  []time.Duration
@@ -144,11 +147,13 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		Backoff:     cfg.PaymentBackoff,
 	}, logger(payment.Name), tracer(payment.Name))
 	s.order = order.New(order.Config{
-		DSN:         storage.SQLiteDSN(cfg.DataDir, order.Name),
-		BusURL:      url,
-		SagaRetry:   cfg.SagaRetry,
-		StepTimeout: cfg.StepTimeout,
-		DefaultSaga: cfg.DefaultSaga,
+		DSN:           storage.SQLiteDSN(cfg.DataDir, order.Name),
+		BusURL:        url,
+		SagaRetry:     cfg.SagaRetry,
+		StepTimeout:   cfg.StepTimeout,
+		DefaultSaga:   cfg.DefaultSaga,
+		ShipAfter:     cfg.ShipAfter,
+		SnapshotEvery: cfg.SnapshotEvery,
 	}, logger(order.Name), tracer(order.Name))
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +22,7 @@ type upConfig struct {
 	routes        string
 	logLevel      slog.Level
 	saga          string
+	shipAfter     time.Duration
 	adminPassword string
 }
 
@@ -48,6 +50,7 @@ prints it.`,
 	f.StringVar(&cfg.routes, "routes", "", "gateway route file (default: the built-in deploy/gateway/routes.yaml)")
 	f.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	f.StringVar(&cfg.saga, "saga", "orchestrated", "saga mode of orders that name none: orchestrated or choreographed")
+	f.DurationVar(&cfg.shipAfter, "ship-after", 10*time.Second, "how long after its confirmation an order ships")
 	return cmd
 }
 
@@ -73,6 +76,7 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		LogOutput:     cmd.ErrOrStderr(),
 		LogLevel:      cfg.logLevel,
 		DefaultSaga:   cfg.saga,
+		ShipAfter:     cfg.shipAfter,
 	}, func(s *shop.Shop) { announce(out, s, data) })
 }
 

@@ -1,12 +1,15 @@
 // Package order is the order context: the order lifecycle (PENDING ->
-// CONFIRMED, or CANCELLED with a reason) and the orchestrated order saga of
-// the playbook, which reserves stock, charges the payment, and compensates
-// in reverse when a step fails.
+// CONFIRMED -> SHIPPED, or CANCELLED with a reason), event-sourced, and the
+// order saga of the playbook, which reserves stock, charges the payment, and
+// compensates in reverse when a step fails.
 //
-// REST: POST /api/orders, GET /api/orders/{id}. RPC: order.v1.OrderService.
-// Sends inventory.cmd.reserve, inventory.cmd.release, payment.cmd.charge;
-// consumes inventory.reserved/failed/released, payment.completed/failed.
-// Publishes order.created, order.confirmed, order.cancelled.
+// REST: POST /api/orders, GET /api/orders/{id}[?version=N],
+// GET /api/orders/{id}/events, GET /api/orders/{id}/updates (server-sent
+// events), POST /api/orders/{id}/cancel.
+// RPC: order.v1.OrderService. Sends inventory.cmd.reserve,
+// inventory.cmd.release, payment.cmd.charge, payment.cmd.refund; consumes
+// inventory.reserved/failed/released, payment.completed/failed/refunded.
+// Publishes order.created, order.confirmed, order.cancelled, order.shipped.
 package order
 
 import (
@@ -16,10 +19,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mercato-shop/mercato/api/gen/inventory/v1/inventoryv1connect"
 	"github.com/mercato-shop/mercato/api/gen/order/v1/orderv1connect"
+	"github.com/mercato-shop/mercato/platform/eventstore"
 	"github.com/mercato-shop/mercato/platform/node"
 	"github.com/mercato-shop/mercato/platform/rpc"
 	"github.com/mercato-shop/mercato/platform/runtime"
@@ -48,6 +53,16 @@ type Config struct {
 	// DefaultSaga is the saga mode of an order that names none:
 	// orchestrated (the default) or choreographed.
 	DefaultSaga string
+	// ShipAfter is how long after its confirmation an order ships
+	// (default 10s).
+	ShipAfter time.Duration
+	// SnapshotEvery: a snapshot of an order is stored each time its stream
+	// crosses a multiple of this many events (default 3, so a shipped
+	// order loads from one).
+	SnapshotEvery int64
+	// Heartbeat is how often an idle stream of order updates sends a
+	// comment, so proxies keep it open (default 15s).
+	Heartbeat time.Duration
 }
 
 // Service is a running order service.
@@ -63,6 +78,12 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 	}
 	if cfg.StepTimeout <= 0 {
 		cfg.StepTimeout = 30 * time.Second
+	}
+	if cfg.ShipAfter <= 0 {
+		cfg.ShipAfter = 10 * time.Second
+	}
+	if cfg.SnapshotEvery <= 0 {
+		cfg.SnapshotEvery = 3
 	}
 	return &Service{cfg: cfg, node: node.New(node.Config{
 		Service:    Name,
@@ -97,13 +118,25 @@ func (s *Service) setup(ctx context.Context) error {
 	}
 	inventory := inventoryv1connect.NewInventoryServiceClient(n.HTTPClient(), "http://inventory", clientOpts...)
 
-	store := adapters.NewStore(n.DB, n.Outbox, n.Inbox)
+	events, err := eventstore.New(n.DB, eventstore.Config{SnapshotEvery: s.cfg.SnapshotEvery, Upcasters: adapters.Upcasters()})
+	if err != nil {
+		return err
+	}
+	if err := events.EnsureSchema(ctx); err != nil {
+		return err
+	}
+	store := adapters.NewStore(n.DB, events, n.Outbox, n.Inbox, s.cfg.ShipAfter)
+	if imported, err := store.ImportLegacy(ctx); err != nil {
+		return err
+	} else if imported > 0 {
+		n.Logger().InfoContext(ctx, "imported orders stored before event sourcing", "count", imported)
+	}
 	saga := app.NewSagaHandler(store, s.cfg.StepTimeout, n.Logger())
 	replies := &adapters.Replies{Saga: saga}
 	for _, c := range adapters.ReplyConsumers() {
 		n.Consume(c, replies.Handlers())
 	}
-	n.Append(s.resumer(saga, store))
+	n.Append(s.resumer(saga, store), s.shipper(saga, store))
 
 	h := &adapters.HTTP{
 		Place:  app.NewPlaceOrderHandler(&adapters.Catalog{Client: inventory}, store, s.cfg.DefaultSaga, s.cfg.StepTimeout, n.Logger()),
@@ -112,6 +145,9 @@ func (s *Service) setup(ctx context.Context) error {
 		Logger: n.Logger(),
 	}
 	h.Routes(n.Mux)
+	changes := &adapters.Changes{}
+	n.Append(listen(changes, n))
+	n.Mux.Handle("GET /api/orders/{id}/updates", &adapters.Updates{Orders: store, Changes: changes, Heartbeat: s.cfg.Heartbeat, Logger: n.Logger()})
 	opts, err := rpc.HandlerOptions(n.Tracer())
 	if err != nil {
 		return err
@@ -161,6 +197,62 @@ func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.H
 						return
 					case <-t.C:
 						resume(ctx, time.Now().Add(-s.cfg.SagaRetry))
+					}
+				}
+			})
+			return nil
+		},
+		Stop: func(context.Context) error {
+			stop()
+			wg.Wait()
+			return nil
+		},
+	}
+}
+
+// listen feeds changes from the order events on the broker for as long as
+// the service runs.
+func listen(changes *adapters.Changes, n *node.Node) runtime.Hook {
+	var sub *nats.Subscription
+	return runtime.Hook{
+		Name: "order changes",
+		Start: func(context.Context) error {
+			var err error
+			sub, err = changes.Listen(n.Bus.Conn())
+			return err
+		},
+		Stop: func(context.Context) error { return sub.Unsubscribe() },
+	}
+}
+
+// shipper ships each confirmed order once its shipment is due. The due
+// times live in the database, so a restart loses no shipment.
+func (s *Service) shipper(saga app.SagaHandler, store *adapters.Store) runtime.Hook {
+	var (
+		stop context.CancelFunc
+		wg   sync.WaitGroup
+	)
+	log := s.node.Logger()
+	tick := min(max(s.cfg.ShipAfter/4, 50*time.Millisecond), time.Second)
+	return runtime.Hook{
+		Name: "shipper",
+		Start: func(ctx context.Context) error {
+			ctx, stop = context.WithCancel(context.WithoutCancel(ctx))
+			wg.Go(func() {
+				t := time.NewTicker(tick)
+				defer t.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+					}
+					n, err := saga.ShipDue(ctx, store)
+					if err != nil && ctx.Err() == nil {
+						log.WarnContext(ctx, "ship orders", "err", err)
+					}
+					if n > 0 {
+						log.DebugContext(ctx, "orders shipped", "count", n)
 					}
 				}
 			})

@@ -103,6 +103,8 @@ func startShop(t *testing.T, data string, options ...func(*shop.Config)) (*shop.
 		DataDir:       data,
 		AdminPassword: "admin password",
 		LogOutput:     io.Discard,
+		// Orders stay CONFIRMED for the length of a test unless it ships them.
+		ShipAfter: time.Hour,
 	}
 	for _, o := range options {
 		o(&cfg)

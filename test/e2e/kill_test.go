@@ -51,6 +51,7 @@ func runChild(data string) error {
 		DataDir:       data,
 		AdminPassword: "admin password",
 		LogOutput:     io.Discard,
+		ShipAfter:     time.Hour,
 	}, func(s *shop.Shop) {
 		s.Provider().SetLatency(latency)
 		go func() {

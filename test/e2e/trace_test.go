@@ -54,7 +54,7 @@ func TestShop_OneTraceAndOneCorrelationIDPerOrder(t *testing.T) {
 	defer cancel()
 	s, err := shop.Start(ctx, shop.Config{
 		Addr: "127.0.0.1:0", DataDir: t.TempDir(), AdminPassword: "admin password",
-		LogOutput: logs, LogLevel: slog.LevelDebug, Spans: spans,
+		LogOutput: logs, LogLevel: slog.LevelDebug, Spans: spans, ShipAfter: time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)

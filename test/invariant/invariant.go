@@ -17,6 +17,7 @@ package invariant
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -198,6 +199,9 @@ func open(ctx context.Context, dataDir, service string) (*storage.DB, error) {
 	return storage.Open(ctx, storage.SQLiteDSN(dataDir, service))
 }
 
+// readOrders rebuilds every order's status and lines from the order
+// service's event store (status from the event types, lines from
+// order.created), with its saga's state for the report.
 func readOrders(ctx context.Context, dataDir string) (map[string]*order, error) {
 	db, err := open(ctx, dataDir, "order")
 	if err != nil {
@@ -205,24 +209,42 @@ func readOrders(ctx context.Context, dataDir string) (map[string]*order, error) 
 	}
 	defer db.Close()
 	out := map[string]*order{}
-	rows, err := db.QueryContext(ctx, `SELECT o.id, o.status, o.saga || ' ' || s.step || ' awaiting [' || s.awaiting || '] attempts ' || s.attempts, l.product_id, l.quantity
-		FROM orders o JOIN order_lines l ON l.order_id = o.id JOIN sagas s ON s.order_id = o.id`)
+	rows, err := db.QueryContext(ctx, `SELECT e.stream, e.type, e.data, COALESCE(s.step || ' awaiting [' || s.awaiting || '] attempts ' || s.attempts, '')
+		FROM events e LEFT JOIN sagas s ON s.order_id = e.stream ORDER BY e.position`)
 	if err != nil {
 		return nil, fmt.Errorf("read orders: %w", err)
 	}
 	defer rows.Close()
+	status := map[string]string{
+		"order.created": "PENDING", "order.confirmed": "CONFIRMED", "order.cancelled": "CANCELLED", "order.shipped": "SHIPPED",
+	}
 	for rows.Next() {
-		var id, status, saga, product string
-		var qty int64
-		if err := rows.Scan(&id, &status, &saga, &product, &qty); err != nil {
+		var id, typ, data, saga string
+		if err := rows.Scan(&id, &typ, &data, &saga); err != nil {
 			return nil, err
 		}
 		o, ok := out[id]
 		if !ok {
-			o = &order{id: id, status: status, saga: saga, lines: map[string]int64{}}
+			o = &order{id: id, lines: map[string]int64{}}
 			out[id] = o
 		}
-		o.lines[product] += qty
+		o.status, o.saga = status[typ], saga
+		if typ == "order.created" {
+			var created struct {
+				Saga  string `json:"saga"`
+				Items []struct {
+					ProductID string `json:"product_id"`
+					Quantity  int64  `json:"quantity"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(data), &created); err != nil {
+				return nil, fmt.Errorf("order %s: %w", id, err)
+			}
+			for _, it := range created.Items {
+				o.lines[it.ProductID] += it.Quantity
+			}
+			o.saga = created.Saga + " " + saga
+		}
 	}
 	return out, rows.Err()
 }

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/mercato-shop/mercato/platform/eventstore"
 	"github.com/mercato-shop/mercato/platform/web"
 	"github.com/mercato-shop/mercato/services/order/app"
 	"github.com/mercato-shop/mercato/services/order/domain"
@@ -27,6 +29,8 @@ type canceller interface {
 
 type orderReader interface {
 	Order(ctx context.Context, id string) (*domain.Order, error)
+	OrderAt(ctx context.Context, id string, version int64) (*domain.Order, error)
+	Events(ctx context.Context, id string) ([]eventstore.Event, error)
 }
 
 // HTTP serves the order context's REST endpoints.
@@ -41,6 +45,7 @@ type HTTP struct {
 func (h *HTTP) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/orders", h.place)
 	mux.HandleFunc("GET /api/orders/{id}", h.get)
+	mux.HandleFunc("GET /api/orders/{id}/events", h.events)
 	mux.HandleFunc("POST /api/orders/{id}/cancel", h.cancel)
 }
 
@@ -152,9 +157,19 @@ func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	o, err := h.Orders.Order(r.Context(), id)
-	if err == nil && o.CustomerID() != caller.Subject && !caller.HasRole("admin") {
-		// Another customer's order does not exist, as far as the caller can tell.
+	var version int64
+	if v := r.URL.Query().Get("version"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			web.WriteProblem(w, r, web.Invalid(web.FieldError{Field: "version", Message: "must be a whole number from 1"}))
+			return
+		}
+		version = n
+	}
+	// As of a version, the order is replayed from its events up to it: a
+	// version the order has not reached is 404.
+	o, err := h.Orders.OrderAt(r.Context(), id, version)
+	if err == nil && !mayRead(caller, o) {
 		err = domain.ErrNotFound
 	}
 	if err != nil {
@@ -162,6 +177,48 @@ func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	web.WriteJSON(w, http.StatusOK, toJSON(o))
+}
+
+// mayRead: an order is its customer's, and an admin's; to anyone else it
+// does not exist, as far as they can tell.
+func mayRead(caller web.Caller, o *domain.Order) bool {
+	return o.CustomerID() == caller.Subject || caller.HasRole("admin")
+}
+
+// EventJSON is one stored event of an order, at its current schema.
+type EventJSON struct {
+	ID         string          `json:"id"`
+	Version    int64           `json:"version"`
+	Type       string          `json:"type"`
+	Schema     int             `json:"schema"`
+	Data       json.RawMessage `json:"data"`
+	RecordedAt time.Time       `json:"recorded_at"`
+}
+
+// events answers the order's event stream, oldest first: the audit trail.
+func (h *HTTP) events(w http.ResponseWriter, r *http.Request) {
+	caller, id, ok := orderRequest(w, r)
+	if !ok {
+		return
+	}
+	o, err := h.Orders.Order(r.Context(), id)
+	if err == nil && !mayRead(caller, o) {
+		err = domain.ErrNotFound
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	evs, err := h.Orders.Events(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := make([]EventJSON, len(evs))
+	for i, e := range evs {
+		out[i] = EventJSON{ID: e.ID, Version: e.Version, Type: e.Type, Schema: e.Schema, Data: e.Data, RecordedAt: e.RecordedAt}
+	}
+	web.WriteJSON(w, http.StatusOK, out)
 }
 
 // cancel starts the compensation of an order: 202 with the order as it is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	inventoryv1 "github.com/mercato-shop/mercato/api/gen/inventory/v1"
@@ -14,13 +15,6 @@ import (
 	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/services/order/app"
 	"github.com/mercato-shop/mercato/services/order/domain"
-)
-
-// Event types of the order context.
-const (
-	EventCreated   = "order.created"
-	EventConfirmed = "order.confirmed"
-	EventCancelled = "order.cancelled"
 )
 
 // EventStream keeps the events the order context publishes.
@@ -89,7 +83,7 @@ func eventID(orderID, typ string) string {
 // order only: payment charges from the event.
 func createdEvent(o *domain.Order, paymentToken string) bus.Event {
 	return bus.Event{
-		ID: eventID(o.ID(), EventCreated), Type: EventCreated, Subject: o.ID(), Time: o.CreatedAt(),
+		ID: eventID(o.ID(), domain.TypeCreated), Type: domain.TypeCreated, Subject: o.ID(), Time: o.CreatedAt(),
 		Data: &orderv1.OrderCreated{
 			OrderId: o.ID(), CustomerId: o.CustomerID(), Items: lines(o.Lines()), Total: money(o.Total()),
 			Saga: o.Saga(), CreatedAt: timestamppb.New(o.CreatedAt()), PaymentToken: paymentToken,
@@ -98,20 +92,23 @@ func createdEvent(o *domain.Order, paymentToken string) bus.Event {
 	}
 }
 
-// changedEvent is order.confirmed or order.cancelled, for o's status.
-func changedEvent(o *domain.Order) (bus.Event, bool) {
-	at := timestamppb.New(o.UpdatedAt())
-	var ev bus.Event
-	switch o.Status() {
-	case domain.Confirmed:
-		ev = bus.Event{Type: EventConfirmed, Data: &orderv1.OrderConfirmed{OrderId: o.ID(), CustomerId: o.CustomerID(), ConfirmedAt: at, Version: o.Version()}}
-	case domain.Cancelled:
-		ev = bus.Event{Type: EventCancelled, Data: &orderv1.OrderCancelled{OrderId: o.ID(), CustomerId: o.CustomerID(), Reason: o.Reason(), CancelledAt: at, Version: o.Version()}}
+// publishedEvent is what e, the order's event at version, is published as;
+// order.created is published by Create, with the saga's first command.
+func publishedEvent(o *domain.Order, e domain.Event, version int64) (bus.Event, bool) {
+	at := timestamppb.New(e.When())
+	var data proto.Message
+	switch e := e.(type) {
+	case domain.OrderConfirmed:
+		data = &orderv1.OrderConfirmed{OrderId: o.ID(), CustomerId: o.CustomerID(), ConfirmedAt: at, Version: version}
+	case domain.OrderCancelled:
+		data = &orderv1.OrderCancelled{OrderId: o.ID(), CustomerId: o.CustomerID(), Reason: e.Reason, CancelledAt: at, Version: version}
+	case domain.OrderShipped:
+		data = &orderv1.OrderShipped{OrderId: o.ID(), CustomerId: o.CustomerID(), ShipmentId: e.ShipmentID,
+			TrackingNumber: e.TrackingNumber, ShippedAt: at, Version: version}
 	default:
-		return ev, false
+		return bus.Event{}, false
 	}
-	ev.ID, ev.Subject, ev.Time = eventID(o.ID(), ev.Type), o.ID(), o.UpdatedAt()
-	return ev, true
+	return bus.Event{ID: eventID(o.ID(), e.Type()), Type: e.Type(), Subject: o.ID(), Time: e.When(), Data: data}, true
 }
 
 func money(m domain.Money) *moneyv1.Money {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/eventstore"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/services/order/app"
 	"github.com/mercato-shop/mercato/services/order/domain"
@@ -29,17 +30,22 @@ type claimer interface {
 	Claim(ctx context.Context, tx *sql.Tx, consumer, messageID string) (first bool, err error)
 }
 
-// Store keeps orders and their sagas in the service's database, and writes
-// what a change sends (saga commands, order events) into the outbox in the
-// change's transaction.
+// Store keeps orders as event streams (platform/eventstore), their sagas and
+// shipments in the service's database, and writes what a change sends (saga
+// commands, the order's events) into the outbox in the change's
+// transaction: the events appended are the events published, in one write.
 type Store struct {
-	db     *storage.DB
-	outbox eventWriter
-	inbox  claimer
+	db        *storage.DB
+	events    *eventstore.Store
+	outbox    eventWriter
+	inbox     claimer
+	shipAfter time.Duration
 }
 
-func NewStore(db *storage.DB, outbox eventWriter, inbox claimer) *Store {
-	return &Store{db: db, outbox: outbox, inbox: inbox}
+// NewStore returns a store; a confirmed order is due to ship shipAfter
+// after its confirmation.
+func NewStore(db *storage.DB, events *eventstore.Store, outbox eventWriter, inbox claimer, shipAfter time.Duration) *Store {
+	return &Store{db: db, events: events, outbox: outbox, inbox: inbox, shipAfter: shipAfter}
 }
 
 // Create stores a new order with its saga in one transaction. With a key
@@ -70,20 +76,8 @@ func (s *Store) Create(ctx context.Context, o *domain.Order, saga *domain.Saga, 
 				return nil
 			}
 		}
-		t := o.Total()
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO orders (id, customer_id, status, reason, total_amount, currency, saga, version, created_at, updated_at)
-			 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			o.ID(), o.CustomerID(), o.Status(), o.Reason(), t.Amount, t.Currency, o.Saga(), o.Version(),
-			o.CreatedAt().UnixMicro(), o.UpdatedAt().UnixMicro()); err != nil {
+		if err := s.append(ctx, tx, o, 0); err != nil {
 			return err
-		}
-		for _, l := range o.Lines() {
-			if _, err := tx.ExecContext(ctx,
-				`INSERT INTO order_lines (order_id, product_id, name, quantity, unit_amount) VALUES ($1, $2, $3, $4, $5)`,
-				o.ID(), l.ProductID, l.Name, l.Quantity, l.UnitPrice.Amount); err != nil {
-				return err
-			}
 		}
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO sagas (order_id, step, awaiting, cancel_reason, payment_token, attempts, deadline, updated_at)
@@ -114,13 +108,94 @@ func (s *Store) Create(ctx context.Context, o *domain.Order, saga *domain.Saga, 
 
 // Order returns an order, or domain.ErrNotFound.
 func (s *Store) Order(ctx context.Context, id string) (*domain.Order, error) {
+	return s.OrderAt(ctx, id, 0)
+}
+
+// OrderAt returns the order as it was at version (0: now), or
+// domain.ErrNotFound when it has no such version.
+func (s *Store) OrderAt(ctx context.Context, id string, version int64) (*domain.Order, error) {
 	var o *domain.Order
 	err := s.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		o, err = loadOrder(ctx, tx, id)
+		o, err = s.load(ctx, tx, id, version)
 		return err
 	})
+	if err == nil && version > 0 && o.Version() != version {
+		return nil, domain.ErrNotFound
+	}
 	return o, err
+}
+
+// Events returns the order's stored events, oldest first, upcast to their
+// current schema; an unknown order has none.
+func (s *Store) Events(ctx context.Context, id string) ([]eventstore.Event, error) {
+	var out []eventstore.Event
+	err := s.db.ReadTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = s.events.Read(ctx, tx, id, 0, 0)
+		return err
+	})
+	return out, err
+}
+
+// load rebuilds an order from its latest usable snapshot and the events
+// after it, up to version upTo (0: all).
+func (s *Store) load(ctx context.Context, tx *sql.Tx, id string, upTo int64) (*domain.Order, error) {
+	var from *domain.Order
+	snap, ok, err := s.events.LoadSnapshot(ctx, tx, id, upTo)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if from, ok, err = decodeSnapshot(snap); err != nil {
+			return nil, err
+		}
+	}
+	after := int64(0)
+	if from != nil {
+		after = from.Version()
+	}
+	stored, err := s.events.Read(ctx, tx, id, after, upTo)
+	if err != nil {
+		return nil, err
+	}
+	events := make([]domain.Event, len(stored))
+	for i, se := range stored {
+		if events[i], err = decodeEvent(se); err != nil {
+			return nil, err
+		}
+	}
+	return domain.Replay(id, from, events)
+}
+
+// append stores o's new events after version before, with a snapshot when
+// one is due. A stream that moved since it was read is domain.ErrConflict.
+func (s *Store) append(ctx context.Context, tx *sql.Tx, o *domain.Order, before int64) error {
+	changes := o.Changes()
+	if len(changes) == 0 {
+		return nil
+	}
+	evs := make([]eventstore.NewEvent, len(changes))
+	for i, e := range changes {
+		var err error
+		if evs[i], err = encodeEvent(o.ID(), e); err != nil {
+			return err
+		}
+	}
+	if _, err := s.events.Append(ctx, tx, o.ID(), before, evs...); err != nil {
+		if errors.Is(err, eventstore.ErrConflict) {
+			return fmt.Errorf("%w: %w", domain.ErrConflict, err)
+		}
+		return err
+	}
+	if s.events.SnapshotDue(before, o.Version()) {
+		snap, err := encodeSnapshot(o)
+		if err != nil {
+			return err
+		}
+		return s.events.SaveSnapshot(ctx, tx, snap)
+	}
+	return nil
 }
 
 // Update loads an order and its saga, lets fn change them, and saves both in
@@ -140,7 +215,7 @@ func (s *Store) Update(ctx context.Context, id string, claim *app.Claim, fn func
 					return err
 				}
 			}
-			o, err := loadOrder(ctx, tx, id)
+			o, err := s.load(ctx, tx, id, 0)
 			if err != nil {
 				return err
 			}
@@ -159,23 +234,20 @@ func (s *Store) Update(ctx context.Context, id string, claim *app.Claim, fn func
 			if err != nil {
 				return err
 			}
-			if ev, ok := changedEvent(o); ok && o.Status() != status {
-				events = append(events, ev)
+			for i, e := range o.Changes() {
+				if ev, ok := publishedEvent(o, e, before+int64(i)+1); ok {
+					events = append(events, ev)
+				}
 			}
 			if err := s.outbox.Add(ctx, tx, events...); err != nil {
 				return err
 			}
 			wrote = len(events) > 0
-			if o.Version() != before {
-				res, err := tx.ExecContext(ctx,
-					`UPDATE orders SET status = $1, reason = $2, version = $3, updated_at = $4 WHERE id = $5 AND version = $6`,
-					o.Status(), o.Reason(), o.Version(), o.UpdatedAt().UnixMicro(), id, before)
-				if err != nil {
-					return err
-				}
-				if n, err := res.RowsAffected(); err != nil || n != 1 {
-					return domain.ErrConflict
-				}
+			if err := s.append(ctx, tx, o, before); err != nil {
+				return err
+			}
+			if err := s.schedule(ctx, tx, o, status); err != nil {
+				return err
 			}
 			if saga.Equal(sagaBefore) {
 				return nil
@@ -230,40 +302,6 @@ func (s *Store) ids(ctx context.Context, query string, args ...any) ([]string, e
 	return ids, rows.Err()
 }
 
-func loadOrder(ctx context.Context, tx *sql.Tx, id string) (*domain.Order, error) {
-	var (
-		customer, status, reason, currency, saga string
-		amount, version, created, updated        int64
-	)
-	err := tx.QueryRowContext(ctx,
-		`SELECT customer_id, status, reason, total_amount, currency, saga, version, created_at, updated_at FROM orders WHERE id = $1`, id).
-		Scan(&customer, &status, &reason, &amount, &currency, &saga, &version, &created, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, domain.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load order %s: %w", id, err)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT product_id, name, quantity, unit_amount FROM order_lines WHERE order_id = $1 ORDER BY product_id`, id)
-	if err != nil {
-		return nil, fmt.Errorf("load order lines %s: %w", id, err)
-	}
-	defer rows.Close()
-	var lines []domain.Line
-	for rows.Next() {
-		l := domain.Line{UnitPrice: domain.Money{Currency: currency}}
-		if err := rows.Scan(&l.ProductID, &l.Name, &l.Quantity, &l.UnitPrice.Amount); err != nil {
-			return nil, err
-		}
-		lines = append(lines, l)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return domain.Restore(id, customer, domain.Status(status), reason, lines, domain.Money{Amount: amount, Currency: currency},
-		saga, version, time.UnixMicro(created), time.UnixMicro(updated)), nil
-}
-
 func loadSaga(ctx context.Context, tx *sql.Tx, orderID string) (*domain.Saga, error) {
 	var (
 		step, awaiting, reason, token string
@@ -299,4 +337,143 @@ func micros(t time.Time) int64 {
 // deadline.
 func (s *Store) ExpiredSagas(ctx context.Context, now time.Time, limit int) ([]string, error) {
 	return s.ids(ctx, `SELECT order_id FROM sagas WHERE deadline > 0 AND deadline < $1 ORDER BY deadline LIMIT $2`, now.UnixMicro(), limit)
+}
+
+// schedule keeps a shipment row exactly while o is CONFIRMED: one is due
+// shipAfter after the order is confirmed, and it goes once the order ships
+// or is cancelled. It is the durable timer of shipping.
+func (s *Store) schedule(ctx context.Context, tx *sql.Tx, o *domain.Order, was domain.Status) error {
+	if o.Status() == was {
+		return nil
+	}
+	var err error
+	if o.Status() == domain.Confirmed {
+		_, err = tx.ExecContext(ctx, `INSERT INTO shipments (order_id, due_at) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING`,
+			o.ID(), o.UpdatedAt().Add(s.shipAfter).UnixMicro())
+	} else if was == domain.Confirmed {
+		_, err = tx.ExecContext(ctx, `DELETE FROM shipments WHERE order_id = $1`, o.ID())
+	}
+	if err != nil {
+		return fmt.Errorf("schedule shipment of %s: %w", o.ID(), err)
+	}
+	return nil
+}
+
+// DueShipments returns the ids of confirmed orders due to ship by now.
+func (s *Store) DueShipments(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	return s.ids(ctx, `SELECT order_id FROM shipments WHERE due_at <= $1 ORDER BY due_at LIMIT $2`, now.UnixMicro(), limit)
+}
+
+// ImportLegacy writes the orders kept as rows by versions before event
+// sourcing (tables orders and order_lines) into the event store, once: an
+// order that has a stream already is skipped. Each becomes its creation and
+// the event of its status at its last update.
+func (s *Store) ImportLegacy(ctx context.Context) (int, error) {
+	type legacy struct {
+		id, customer, status, reason, currency, saga string
+		amount, created, updated                     int64
+	}
+	var orders []legacy
+	err := s.db.ReadTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, customer_id, status, reason, currency, saga, total_amount, created_at, updated_at
+			FROM orders ORDER BY created_at`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var l legacy
+			if err := rows.Scan(&l.id, &l.customer, &l.status, &l.reason, &l.currency, &l.saga, &l.amount, &l.created, &l.updated); err != nil {
+				return err
+			}
+			orders = append(orders, l)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("import legacy orders: %w", err)
+	}
+	imported := 0
+	for _, l := range orders {
+		err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+			v, err := s.events.Version(ctx, tx, l.id)
+			if err != nil || v > 0 {
+				return err
+			}
+			rows, err := tx.QueryContext(ctx, `SELECT product_id, name, quantity, unit_amount FROM order_lines WHERE order_id = $1 ORDER BY product_id`, l.id)
+			if err != nil {
+				return err
+			}
+			var lines []domain.Line
+			for rows.Next() {
+				ln := domain.Line{UnitPrice: domain.Money{Currency: l.currency}}
+				if err := rows.Scan(&ln.ProductID, &ln.Name, &ln.Quantity, &ln.UnitPrice.Amount); err != nil {
+					rows.Close()
+					return err
+				}
+				lines = append(lines, ln)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			created, updated := time.UnixMicro(l.created).UTC(), time.UnixMicro(l.updated).UTC()
+			events := []domain.Event{domain.OrderCreated{CustomerID: l.customer, Lines: lines, Saga: l.saga, At: created,
+				Total: domain.Money{Amount: l.amount, Currency: l.currency}}}
+			switch domain.Status(l.status) {
+			case domain.Confirmed:
+				events = append(events, domain.OrderConfirmed{At: updated})
+			case domain.Cancelled:
+				events = append(events, domain.OrderCancelled{Reason: l.reason, At: updated})
+			case domain.Shipped:
+				events = append(events, domain.OrderConfirmed{At: updated}, domain.OrderShipped{At: updated})
+			}
+			evs := make([]eventstore.NewEvent, len(events))
+			for i, e := range events {
+				if evs[i], err = encodeEvent(l.id, e); err != nil {
+					return err
+				}
+			}
+			if _, err := s.events.Append(ctx, tx, l.id, 0, evs...); err != nil {
+				return err
+			}
+			if domain.Status(l.status) == domain.Confirmed {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO shipments (order_id, due_at) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING`,
+					l.id, time.Now().Add(s.shipAfter).UnixMicro()); err != nil {
+					return err
+				}
+			}
+			imported++
+			return nil
+		})
+		if err != nil {
+			return imported, fmt.Errorf("import legacy order %s: %w", l.id, err)
+		}
+	}
+	return imported, nil
+}
+
+// States returns the order as it was at each version after after, oldest
+// first: what a status stream has not shown yet. An order's stream is a
+// handful of events, so each state is replayed from the start.
+func (s *Store) States(ctx context.Context, id string, after int64) ([]*domain.Order, error) {
+	stored, err := s.Events(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	events := make([]domain.Event, len(stored))
+	for i, se := range stored {
+		if events[i], err = decodeEvent(se); err != nil {
+			return nil, err
+		}
+	}
+	var out []*domain.Order
+	for v := after + 1; v <= int64(len(events)); v++ {
+		o, err := domain.Replay(id, nil, events[:v])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }

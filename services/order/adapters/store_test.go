@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/mercato-shop/mercato/platform/eventstore"
 	"github.com/mercato-shop/mercato/platform/inbox"
 	"github.com/mercato-shop/mercato/platform/outbox"
 	"github.com/mercato-shop/mercato/platform/outbox/outboxtest"
@@ -29,7 +30,21 @@ func newStore(t *testing.T, db *storage.DB) (*adapters.Store, *outbox.Outbox) {
 	if err := in.EnsureSchema(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return adapters.NewStore(db, ob, in), ob
+	return newStoreWith(t, db, ob, in, 0), ob
+}
+
+// newStoreWith returns a store over events snapshotted every snapshotEvery
+// (0: never) whose orders ship a minute after confirmation.
+func newStoreWith(t *testing.T, db *storage.DB, ob *outbox.Outbox, in *inbox.Inbox, snapshotEvery int64) *adapters.Store {
+	t.Helper()
+	es, err := eventstore.New(db, eventstore.Config{SnapshotEvery: snapshotEvery, Upcasters: adapters.Upcasters()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := es.EnsureSchema(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return adapters.NewStore(db, es, ob, in, time.Minute)
 }
 
 func pending(t *testing.T, ob *outbox.Outbox) int { return outboxtest.Pending(t, ob) }

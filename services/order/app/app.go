@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/mercato-shop/mercato/services/order/domain"
 )
@@ -267,4 +270,29 @@ func (h SagaHandler) each(ctx context.Context, list func(context.Context) ([]str
 			return done, nil
 		}
 	}
+}
+
+type shipmentLister interface {
+	DueShipments(ctx context.Context, now time.Time, limit int) ([]string, error)
+}
+
+// ShipDue ships every confirmed order whose shipment is due. An order whose
+// cancellation is being compensated waits: it ships only if the saga ends
+// with it still CONFIRMED, and a cancelled one never does.
+func (h SagaHandler) ShipDue(ctx context.Context, store shipmentLister) (int, error) {
+	return h.each(ctx, func(ctx context.Context) ([]string, error) { return store.DueShipments(ctx, h.now(), 100) },
+		func(o *domain.Order, saga *domain.Saga) ([]domain.Command, bool, error) {
+			if o.Status() != domain.Confirmed || saga.Step() != domain.Done {
+				return nil, false, nil
+			}
+			id, err := uuid.NewV7()
+			if err != nil {
+				return nil, false, err
+			}
+			tracking := "MRC" + strings.ToUpper(strings.ReplaceAll(id.String(), "-", "")[20:])
+			if err := o.Ship(id.String(), tracking, h.now()); err != nil {
+				return nil, false, err
+			}
+			return nil, true, nil
+		})
 }

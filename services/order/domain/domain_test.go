@@ -155,7 +155,7 @@ func TestSaga(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := Restore(o.ID(), "c1", Pending, "", o.Lines(), o.Total(), Orchestrated, 1, o.CreatedAt(), o.UpdatedAt())
+			o := Restore(o.ID(), "c1", Pending, "", o.Lines(), o.Total(), Orchestrated, Shipment{}, 1, o.CreatedAt(), o.UpdatedAt())
 			now := time.Now()
 			s := NewSaga(o, "tok_ok", now, stepTimeout)
 			if got := s.Pending(o); len(got) != 1 || !equalCommand(got[0], ReserveStock{OrderID: o.ID(), Lines: o.Lines()}) {
@@ -193,7 +193,7 @@ func TestSaga(t *testing.T) {
 
 func TestSaga_ShippedOrdersCannotBeCancelled(t *testing.T) {
 	o := newOrder(t)
-	shipped := Restore(o.ID(), "c1", Shipped, "", o.Lines(), o.Total(), Orchestrated, 3, o.CreatedAt(), o.UpdatedAt())
+	shipped := Restore(o.ID(), "c1", Shipped, "", o.Lines(), o.Total(), Orchestrated, Shipment{}, 3, o.CreatedAt(), o.UpdatedAt())
 	s := RestoreSaga(o.ID(), Done, nil, "", "tok_ok", 0, time.Time{}, time.Now())
 	if _, _, err := s.Cancel(shipped, time.Now()); !errors.Is(err, ErrInvalidTransition) {
 		t.Fatalf("cancel shipped: %v", err)
@@ -237,7 +237,7 @@ func equalCommand(a, b Command) bool {
 func TestSaga_Choreographed(t *testing.T) {
 	base := newOrder(t)
 	newChoreographed := func() (*Order, *Saga) {
-		o := Restore(base.ID(), "c1", Pending, "", base.Lines(), base.Total(), Choreographed, 1, base.CreatedAt(), base.UpdatedAt())
+		o := Restore(base.ID(), "c1", Pending, "", base.Lines(), base.Total(), Choreographed, Shipment{}, 1, base.CreatedAt(), base.UpdatedAt())
 		return o, NewSaga(o, "tok_ok", time.Now(), stepTimeout)
 	}
 	handle := func(o *Order, s *Saga, kind ReplyKind) bool {

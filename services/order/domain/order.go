@@ -126,7 +126,10 @@ func ValidateItems(items []Item) ([]Item, error) {
 	return out, nil
 }
 
-// Order is the aggregate. Build one with NewOrder or Restore.
+// Order is the aggregate, event-sourced: its state is what its events say,
+// applied in order (see events.go). Build one with NewOrder, Replay, or
+// Restore from a snapshot. Commands (Confirm, Cancel, Ship) check the state
+// and record a new event; Changes returns those not yet stored.
 type Order struct {
 	id         string
 	customerID string
@@ -135,9 +138,19 @@ type Order struct {
 	lines      []Line
 	total      Money
 	saga       string
+	shipment   Shipment
 	version    int64
 	createdAt  time.Time
 	updatedAt  time.Time
+
+	changes []Event
+}
+
+// Shipment is how a shipped order left the warehouse.
+type Shipment struct {
+	ID             string
+	TrackingNumber string
+	ShippedAt      time.Time
 }
 
 // NewOrder opens a PENDING order. Lines carry the prices the catalog gave,
@@ -161,24 +174,15 @@ func NewOrder(customerID string, lines []Line, saga string, now time.Time) (*Ord
 	}
 	sorted := append([]Line(nil), lines...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].ProductID < sorted[j].ProductID })
-	now = now.UTC()
-	return &Order{
-		id:         uuid.Must(uuid.NewV7()).String(),
-		customerID: customerID,
-		status:     Pending,
-		lines:      sorted,
-		total:      total,
-		saga:       saga,
-		version:    1,
-		createdAt:  now,
-		updatedAt:  now,
-	}, nil
+	o := &Order{id: uuid.Must(uuid.NewV7()).String()}
+	o.raise(OrderCreated{CustomerID: customerID, Lines: sorted, Total: total, Saga: saga, At: now.UTC()})
+	return o, nil
 }
 
-// Restore rebuilds an order from storage.
-func Restore(id, customerID string, status Status, reason string, lines []Line, total Money, saga string, version int64, createdAt, updatedAt time.Time) *Order {
+// Restore rebuilds an order from a snapshot of its state at version.
+func Restore(id, customerID string, status Status, reason string, lines []Line, total Money, saga string, shipment Shipment, version int64, createdAt, updatedAt time.Time) *Order {
 	return &Order{id: id, customerID: customerID, status: status, reason: reason, lines: lines, total: total,
-		saga: saga, version: version, createdAt: createdAt.UTC(), updatedAt: updatedAt.UTC()}
+		saga: saga, shipment: shipment, version: version, createdAt: createdAt.UTC(), updatedAt: updatedAt.UTC()}
 }
 
 // Confirm moves a PENDING order to CONFIRMED.
@@ -186,8 +190,7 @@ func (o *Order) Confirm(now time.Time) error {
 	if o.status != Pending {
 		return fmt.Errorf("%w: confirm a %s order", ErrInvalidTransition, o.status)
 	}
-	o.status = Confirmed
-	o.touch(now)
+	o.raise(OrderConfirmed{At: now.UTC()})
 	return nil
 }
 
@@ -196,15 +199,28 @@ func (o *Order) Cancel(reason string, now time.Time) error {
 	if o.status != Pending && o.status != Confirmed {
 		return fmt.Errorf("%w: cancel a %s order", ErrInvalidTransition, o.status)
 	}
-	o.status, o.reason = Cancelled, reason
-	o.touch(now)
+	o.raise(OrderCancelled{Reason: reason, At: now.UTC()})
 	return nil
 }
 
-func (o *Order) touch(now time.Time) {
-	o.version++
-	o.updatedAt = now.UTC()
+// Ship moves a CONFIRMED order to SHIPPED.
+func (o *Order) Ship(shipmentID, trackingNumber string, now time.Time) error {
+	if o.status != Confirmed {
+		return fmt.Errorf("%w: ship a %s order", ErrInvalidTransition, o.status)
+	}
+	o.raise(OrderShipped{ShipmentID: shipmentID, TrackingNumber: trackingNumber, At: now.UTC()})
+	return nil
 }
+
+// raise applies a new event and keeps it for the store.
+func (o *Order) raise(e Event) {
+	o.apply(e)
+	o.changes = append(o.changes, e)
+}
+
+// Changes returns the events recorded since the order was built, oldest
+// first; the order's version counts them already.
+func (o *Order) Changes() []Event { return append([]Event(nil), o.changes...) }
 
 func (o *Order) ID() string           { return o.id }
 func (o *Order) CustomerID() string   { return o.customerID }
@@ -213,6 +229,7 @@ func (o *Order) Reason() string       { return o.reason }
 func (o *Order) Lines() []Line        { return append([]Line(nil), o.lines...) }
 func (o *Order) Total() Money         { return o.total }
 func (o *Order) Saga() string         { return o.saga }
+func (o *Order) Shipment() Shipment   { return o.shipment }
 func (o *Order) Version() int64       { return o.version }
 func (o *Order) CreatedAt() time.Time { return o.createdAt }
 func (o *Order) UpdatedAt() time.Time { return o.updatedAt }
