@@ -4,7 +4,9 @@
 //
 // REST: POST /api/customers, POST /api/auth/login, GET /api/customers/me,
 // GET /.well-known/jwks.json. RPC: customer.v1.CustomerService.
-// Publishes customer.registered.
+// Publishes customer.registered. Consumes order.created, order.confirmed,
+// order.cancelled and order.shipped into each customer's order history,
+// whose latest orders GET /api/customers/me shows as recent_orders.
 package customer
 
 import (
@@ -95,10 +97,12 @@ func (s *Service) setup(ctx context.Context) error {
 		Register: app.NewRegisterHandler(store, adapters.Registered),
 		Login:    login,
 		Query:    store,
+		History:  store,
 		JWKS:     jwks,
 		Logger:   n.Logger(),
 	}
 	h.Routes(n.Mux)
+	n.Consume(adapters.HistoryConsumer(), (&adapters.OrderEvents{History: store}).Handlers())
 
 	opts, err := rpc.HandlerOptions(n.Tracer())
 	if err != nil {

@@ -24,11 +24,19 @@ type customerByID interface {
 	ByID(ctx context.Context, id string) (*domain.Customer, error)
 }
 
+type orderHistory interface {
+	RecentOrders(ctx context.Context, customerID string, n int) ([]domain.OrderSummary, error)
+}
+
+// recentOrdersShown is how many orders of the history GET /api/customers/me shows.
+const recentOrdersShown = 5
+
 // HTTP serves the customer context's REST endpoints.
 type HTTP struct {
 	Register registerer
 	Login    loginer
 	Query    customerByID
+	History  orderHistory
 	JWKS     []byte
 	Logger   *slog.Logger
 }
@@ -47,6 +55,27 @@ type customerJSON struct {
 	Name      string    `json:"name"`
 	Roles     []string  `json:"roles,omitempty"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// meJSON is the caller's account with its latest orders, newest first.
+type meJSON struct {
+	customerJSON
+	RecentOrders []orderSummaryJSON `json:"recent_orders"` // [] when there are none
+}
+
+type orderSummaryJSON struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Reason    string    `json:"reason,omitempty"`
+	Total     moneyJSON `json:"total"`
+	ItemCount int64     `json:"item_count"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+type moneyJSON struct {
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
 }
 
 func (h *HTTP) register(w http.ResponseWriter, r *http.Request) {
@@ -100,7 +129,23 @@ func (h *HTTP) me(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	web.WriteJSON(w, http.StatusOK, customerJSON{ID: c.ID(), Email: c.Email(), Name: c.Name(), Roles: c.Roles(), CreatedAt: c.CreatedAt()})
+	orders, err := h.History.RecentOrders(r.Context(), c.ID(), recentOrdersShown)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	me := meJSON{
+		customerJSON: customerJSON{ID: c.ID(), Email: c.Email(), Name: c.Name(), Roles: c.Roles(), CreatedAt: c.CreatedAt()},
+		RecentOrders: make([]orderSummaryJSON, len(orders)),
+	}
+	for i, o := range orders {
+		me.RecentOrders[i] = orderSummaryJSON{
+			ID: o.ID, Status: string(o.Status), Reason: o.Reason,
+			Total:     moneyJSON{Amount: o.Total.Amount, Currency: o.Total.Currency},
+			ItemCount: o.ItemCount, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
+		}
+	}
+	web.WriteJSON(w, http.StatusOK, me)
 }
 
 func (h *HTTP) jwks(w http.ResponseWriter, _ *http.Request) {
