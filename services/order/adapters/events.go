@@ -177,9 +177,13 @@ type snapshotData struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// micro is t as the event store keeps times, so an order read from a
+// snapshot equals the same order replayed from its events.
+func micro(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
 func encodeSnapshot(o *domain.Order) (eventstore.Snapshot, error) {
 	d := snapshotData{CustomerID: o.CustomerID(), Status: string(o.Status()), Reason: o.Reason(), Saga: o.Saga(),
-		Total: moneyData{o.Total().Amount, o.Total().Currency}, CreatedAt: o.CreatedAt(), UpdatedAt: o.UpdatedAt()}
+		Total: moneyData{o.Total().Amount, o.Total().Currency}, CreatedAt: micro(o.CreatedAt()), UpdatedAt: micro(o.UpdatedAt())}
 	for _, l := range o.Lines() {
 		d.Items = append(d.Items, lineData{l.ProductID, l.Name, l.Quantity, moneyData{l.UnitPrice.Amount, l.UnitPrice.Currency}})
 	}
@@ -188,7 +192,7 @@ func encodeSnapshot(o *domain.Order) (eventstore.Snapshot, error) {
 			ID             string    `json:"id"`
 			TrackingNumber string    `json:"tracking_number"`
 			ShippedAt      time.Time `json:"shipped_at"`
-		}{sh.ID, sh.TrackingNumber, sh.ShippedAt}
+		}{sh.ID, sh.TrackingNumber, micro(sh.ShippedAt)}
 	}
 	data, err := json.Marshal(d)
 	if err != nil {

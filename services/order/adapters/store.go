@@ -147,8 +147,10 @@ func (s *Store) load(ctx context.Context, tx *sql.Tx, id string, upTo int64) (*d
 		return nil, err
 	}
 	if ok {
-		if from, ok, err = decodeSnapshot(snap); err != nil {
-			return nil, err
+		// A snapshot is a cache of the events: one that does not decode is
+		// passed over, and the order replayed from its events.
+		if decoded, ok, err := decodeSnapshot(snap); err == nil && ok {
+			from = decoded
 		}
 	}
 	after := int64(0)
@@ -215,11 +217,16 @@ func (s *Store) Update(ctx context.Context, id string, claim *app.Claim, fn func
 					return err
 				}
 			}
-			o, err := s.load(ctx, tx, id, 0)
+			// The saga row first, locked on PostgreSQL: every change of an
+			// order moves through it, so two commands on one order run one
+			// after the other, and the second reads the events the first
+			// appended. (A cancellation changes only the saga and a
+			// shipment only the stream; without the lock both could commit.)
+			saga, err := s.loadSaga(ctx, tx, id)
 			if err != nil {
 				return err
 			}
-			saga, err := loadSaga(ctx, tx, id)
+			o, err := s.load(ctx, tx, id, 0)
 			if err != nil {
 				return err
 			}
@@ -302,15 +309,21 @@ func (s *Store) ids(ctx context.Context, query string, args ...any) ([]string, e
 	return ids, rows.Err()
 }
 
-func loadSaga(ctx context.Context, tx *sql.Tx, orderID string) (*domain.Saga, error) {
+func (s *Store) loadSaga(ctx context.Context, tx *sql.Tx, orderID string) (*domain.Saga, error) {
 	var (
 		step, awaiting, reason, token string
 		attempts                      int
 		deadline, updated             int64
 	)
-	err := tx.QueryRowContext(ctx,
-		`SELECT step, awaiting, cancel_reason, payment_token, attempts, deadline, updated_at FROM sagas WHERE order_id = $1`, orderID).
+	query := `SELECT step, awaiting, cancel_reason, payment_token, attempts, deadline, updated_at FROM sagas WHERE order_id = $1`
+	if s.db.Dialect() == storage.Postgres {
+		query += ` FOR UPDATE` // SQLite's write transactions run one at a time already
+	}
+	err := tx.QueryRowContext(ctx, query, orderID).
 		Scan(&step, &awaiting, &reason, &token, &attempts, &deadline, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, domain.ErrNotFound
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load saga %s: %w", orderID, err)
 	}
@@ -359,9 +372,12 @@ func (s *Store) schedule(ctx context.Context, tx *sql.Tx, o *domain.Order, was d
 	return nil
 }
 
-// DueShipments returns the ids of confirmed orders due to ship by now.
+// DueShipments returns the ids of confirmed orders due to ship by now whose
+// saga has finished: one being cancelled waits, and does not hold up those
+// due after it.
 func (s *Store) DueShipments(ctx context.Context, now time.Time, limit int) ([]string, error) {
-	return s.ids(ctx, `SELECT order_id FROM shipments WHERE due_at <= $1 ORDER BY due_at LIMIT $2`, now.UnixMicro(), limit)
+	return s.ids(ctx, `SELECT sh.order_id FROM shipments sh JOIN sagas sg ON sg.order_id = sh.order_id
+		WHERE sh.due_at <= $1 AND sg.step = $2 ORDER BY sh.due_at LIMIT $3`, now.UnixMicro(), domain.Done, limit)
 }
 
 // ImportLegacy writes the orders kept as rows by versions before event
@@ -435,6 +451,9 @@ func (s *Store) ImportLegacy(ctx context.Context) (int, error) {
 				}
 			}
 			if _, err := s.events.Append(ctx, tx, l.id, 0, evs...); err != nil {
+				if errors.Is(err, eventstore.ErrConflict) || errors.Is(err, eventstore.ErrDuplicateID) {
+					return nil // a replica starting beside this one imported it
+				}
 				return err
 			}
 			if domain.Status(l.status) == domain.Confirmed {
