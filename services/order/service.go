@@ -161,10 +161,6 @@ func (s *Service) setup(ctx context.Context) error {
 // whose step has waited longer than SagaRetry; it also compensates the
 // steps that outlived StepTimeout.
 func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.Hook {
-	var (
-		stop context.CancelFunc
-		wg   sync.WaitGroup
-	)
 	log := s.node.Logger()
 	resume := func(ctx context.Context, before time.Time) {
 		n, err := saga.Expire(ctx, store)
@@ -183,11 +179,41 @@ func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.H
 		}
 	}
 	tick := min(s.cfg.SagaRetry, s.cfg.StepTimeout) / 2
+	return every("saga resumer", tick,
+		func(ctx context.Context) { resume(ctx, time.Now()) },
+		func(ctx context.Context) { resume(ctx, time.Now().Add(-s.cfg.SagaRetry)) })
+}
+
+// shipper ships each confirmed order once its shipment is due. The due
+// times live in the database, so a restart loses no shipment.
+func (s *Service) shipper(saga app.SagaHandler, store *adapters.Store) runtime.Hook {
+	log := s.node.Logger()
+	tick := min(max(s.cfg.ShipAfter/4, 50*time.Millisecond), time.Second)
+	return every("shipper", tick, nil, func(ctx context.Context) {
+		n, err := saga.ShipDue(ctx, store)
+		if err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "ship orders", "err", err)
+		}
+		if n > 0 {
+			log.DebugContext(ctx, "orders shipped", "count", n)
+		}
+	})
+}
+
+// every runs first (if any) as the hook starts, then fn every tick in a
+// goroutine of its own until the hook stops.
+func every(name string, tick time.Duration, first, fn func(ctx context.Context)) runtime.Hook {
+	var (
+		stop context.CancelFunc
+		wg   sync.WaitGroup
+	)
 	return runtime.Hook{
-		Name: "saga resumer",
+		Name: name,
 		Start: func(ctx context.Context) error {
 			ctx, stop = context.WithCancel(context.WithoutCancel(ctx))
-			resume(ctx, time.Now())
+			if first != nil {
+				first(ctx)
+			}
 			wg.Go(func() {
 				t := time.NewTicker(tick)
 				defer t.Stop()
@@ -196,7 +222,7 @@ func (s *Service) resumer(saga app.SagaHandler, store *adapters.Store) runtime.H
 					case <-ctx.Done():
 						return
 					case <-t.C:
-						resume(ctx, time.Now().Add(-s.cfg.SagaRetry))
+						fn(ctx)
 					}
 				}
 			})
@@ -222,47 +248,6 @@ func listen(changes *adapters.Changes, n *node.Node) runtime.Hook {
 			return err
 		},
 		Stop: func(context.Context) error { return sub.Unsubscribe() },
-	}
-}
-
-// shipper ships each confirmed order once its shipment is due. The due
-// times live in the database, so a restart loses no shipment.
-func (s *Service) shipper(saga app.SagaHandler, store *adapters.Store) runtime.Hook {
-	var (
-		stop context.CancelFunc
-		wg   sync.WaitGroup
-	)
-	log := s.node.Logger()
-	tick := min(max(s.cfg.ShipAfter/4, 50*time.Millisecond), time.Second)
-	return runtime.Hook{
-		Name: "shipper",
-		Start: func(ctx context.Context) error {
-			ctx, stop = context.WithCancel(context.WithoutCancel(ctx))
-			wg.Go(func() {
-				t := time.NewTicker(tick)
-				defer t.Stop()
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-t.C:
-					}
-					n, err := saga.ShipDue(ctx, store)
-					if err != nil && ctx.Err() == nil {
-						log.WarnContext(ctx, "ship orders", "err", err)
-					}
-					if n > 0 {
-						log.DebugContext(ctx, "orders shipped", "count", n)
-					}
-				}
-			})
-			return nil
-		},
-		Stop: func(context.Context) error {
-			stop()
-			wg.Wait()
-			return nil
-		},
 	}
 }
 
