@@ -53,7 +53,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) setup(ctx context.Context) error {
 	n := s.node
-	transport := discovery.Transport(n.Registry, otelhttp.NewTransport(n.Transport(),
+	transport := discovery.Transport(n.Balancer, otelhttp.NewTransport(n.Transport(),
 		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator())))
 
 	// The key set refreshes in the background for as long as the gateway runs.

@@ -51,7 +51,7 @@ type Resolver interface {
 // suits server-side discovery, where an address is already a load balancer
 // (a Kubernetes Service name, a configured host). An address is also the
 // instance's ID. The table is copied.
-func Static(table map[string][]string) Resolver {
+func Static(table map[string][]string) Table {
 	s := staticResolver{services: make(map[string]*staticService, len(table))}
 	for service, addrs := range table {
 		if len(addrs) > 0 {
@@ -59,6 +59,12 @@ func Static(table map[string][]string) Resolver {
 		}
 	}
 	return s
+}
+
+// Table resolves from a fixed table and lists it (see Static).
+type Table interface {
+	Resolver
+	Lister
 }
 
 type staticResolver struct {
@@ -80,4 +86,18 @@ func (s staticResolver) Resolve(ctx context.Context, service string) (Instance, 
 	}
 	addr := svc.addrs[(svc.next.Add(1)-1)%uint64(len(svc.addrs))]
 	return Instance{Service: service, ID: addr, Addr: addr}, nil
+}
+
+// Instances lists the addresses of service, as instances; with it a static
+// table can also feed a Balancer.
+func (s staticResolver) Instances(service string) []Instance {
+	svc, ok := s.services[service]
+	if !ok {
+		return nil
+	}
+	out := make([]Instance, len(svc.addrs))
+	for i, addr := range svc.addrs {
+		out[i] = Instance{Service: service, ID: addr, Addr: addr}
+	}
+	return out
 }

@@ -8,6 +8,8 @@ import (
 
 // Transport is an http.RoundTripper for client-side discovery: a request to
 // http://<service>/path is sent to the address of an instance that res picks.
+// A Balancer as res also hears how each call went: an error or a 5xx
+// answer counts against the instance.
 // The request is cloned, not mutated, and its Host header becomes the
 // instance address unless the caller set one of its own. Hosts that contain
 // a dot or a port (an address or a DNS name) are passed through unchanged.
@@ -42,5 +44,18 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if out.Host == service {
 		out.Host = "" // send the instance address, not the service name
 	}
-	return t.base.RoundTrip(out)
+	resp, err := t.base.RoundTrip(out)
+	if d, ok := t.res.(doner); ok {
+		outcome := err
+		if err == nil && resp.StatusCode >= 500 {
+			outcome = fmt.Errorf("%s answered %s", inst.Addr, resp.Status)
+		}
+		d.Done(inst, outcome)
+	}
+	return resp, err
+}
+
+// doner learns how each call to an instance it picked went (Balancer).
+type doner interface {
+	Done(inst Instance, err error)
 }

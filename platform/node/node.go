@@ -56,6 +56,10 @@ type Node struct {
 	Outbox   *outbox.Outbox
 	Inbox    *inbox.Inbox
 	Registry *discovery.Registry
+	// Balancer picks an instance per call among Registry's live ones (power
+	// of two choices on outstanding calls, failing instances ejected); every
+	// client the node hands out goes through it.
+	Balancer *discovery.Balancer
 	Mux      *http.ServeMux
 	Health   *runtime.Health
 	server   *runtime.HTTPServer
@@ -215,7 +219,7 @@ func (n *Node) Stop(ctx context.Context) error {
 // HTTPClient returns a client for calls to other services by name,
 // "http://inventory/...": discovery picks a live instance for each request.
 func (n *Node) HTTPClient() *http.Client {
-	return &http.Client{Transport: discovery.Transport(n.Registry, n.transport)}
+	return &http.Client{Transport: discovery.Transport(n.Balancer, n.transport)}
 }
 
 // Transport is the node's pooled transport, for clients of hosts outside
@@ -297,7 +301,12 @@ func (n *Node) openRegistry(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.Registry = r
+	b, err := discovery.NewBalancer(r, discovery.BalancerConfig{})
+	if err != nil {
+		r.Close()
+		return err
+	}
+	n.Registry, n.Balancer = r, b
 	return nil
 }
 
