@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -29,18 +30,26 @@ type Gateway struct {
 	proxy  *httputil.ReverseProxy
 	max    int64
 	logger *slog.Logger
+	self   map[string]http.Handler
 }
 
 type routeKey struct{}
 
 // New builds the gateway for cfg. transport reaches upstreams (it resolves
 // service names, see discovery.Transport); keyfunc finds token keys.
-func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *slog.Logger) *Gateway {
+//
+// Routes to the service Self are answered by self, keyed by route path (the
+// gateway's own admin views); one without a handler there answers 404.
+func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *slog.Logger, self ...map[string]http.Handler) *Gateway {
 	g := &Gateway{
 		mux:    http.NewServeMux(),
 		auth:   newAuthenticator(cfg.JWT, keyfunc),
 		max:    cfg.MaxBodyBytes,
 		logger: logger,
+		self:   map[string]http.Handler{},
+	}
+	for _, m := range self {
+		maps.Copy(g.self, m)
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:      g.rewrite,
@@ -109,6 +118,15 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			}
 			r.Header.Set(web.SubjectHeader, caller.Subject)
 			r.Header.Set(web.RolesHeader, strings.Join(caller.Roles, ","))
+		}
+		if route.Service == Self {
+			h, ok := g.self[route.Path]
+			if !ok {
+				web.Error(w, r, http.StatusNotFound, "no route for "+r.URL.Path)
+				return
+			}
+			h.ServeHTTP(w, r)
+			return
 		}
 		if route.Stream {
 			// The request has been read; the connection now only carries

@@ -78,7 +78,10 @@ func (s *Service) setup(ctx context.Context) error {
 		return fmt.Errorf("token keys: %w", err)
 	}
 	n.Append(runtime.Hook{Name: "token keys", Stop: func(context.Context) error { cancel(); return nil }})
-	n.Mux.Handle("/", New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger()))
+	self := map[string]http.Handler{
+		"/admin/services": servicesHandler(n.Registry, n.Balancer, &http.Client{Transport: n.Transport()}),
+	}
+	n.Mux.Handle("/", New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger(), self))
 	return nil
 }
 
