@@ -50,6 +50,11 @@ type Config struct {
 	// ShipAfter and SnapshotEvery: see order.Config.
 	ShipAfter     time.Duration
 	SnapshotEvery int64
+	// Replicas is how many instances of a service run (default 1 each):
+	// customer, inventory, order and payment may run several, each with
+	// its own listener, broker connection and consumers, on the service's
+	// one database. Work queues spread across them; clients balance calls.
+	Replicas map[string]int
 	// PaymentAttempts and PaymentBackoff: see payment.Config.
 	PaymentAttempts int
 	PaymentBackoff  []time.Duration
@@ -68,8 +73,25 @@ type Shop struct {
 	brokerURL string
 	provider  *paysim.Simulator
 	gateway   *gateway.Service
-	customer  *customer.Service
-	order     *order.Service
+	customer  *customer.Service // the first instance: it knows the admin password it generated
+}
+
+// maxReplicas bounds Config.Replicas: they share one process and its cores.
+const maxReplicas = 8
+
+// replicas returns how many instances of each service cfg asks for.
+func replicas(cfg Config) (func(service string) int, error) {
+	for name, n := range cfg.Replicas {
+		switch name {
+		case customer.Name, inventory.Name, order.Name, payment.Name:
+		default:
+			return nil, fmt.Errorf("replicas: %q cannot run replicated (customer, inventory, order and payment can)", name)
+		}
+		if n < 1 || n > maxReplicas {
+			return nil, fmt.Errorf("replicas: %s=%d, want 1 to %d", name, n, maxReplicas)
+		}
+	}
+	return func(service string) int { return max(cfg.Replicas[service], 1) }, nil
 }
 
 // Start starts the broker and the services, in dependency order. On failure,
@@ -85,6 +107,10 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		cfg.Routes = deploy.GatewayRoutes()
 	}
 	routes, err := gateway.ParseConfig(cfg.Routes)
+	if err != nil {
+		return nil, err
+	}
+	count, err := replicas(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -127,34 +153,49 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}
 	s.lc.Append(runtime.Hook{Name: "paysim", Stop: s.provider.Stop})
 
-	s.customer = customer.New(customer.Config{
-		DSN:           storage.SQLiteDSN(cfg.DataDir, customer.Name),
-		BusURL:        url,
-		Issuer:        "mercato",
-		Audience:      "mercato",
-		AdminPassword: cfg.AdminPassword,
-	}, logger(customer.Name), tracer(customer.Name))
-	inv := inventory.New(inventory.Config{
-		DSN:    storage.SQLiteDSN(cfg.DataDir, inventory.Name),
-		BusURL: url,
-		Seed:   true,
-	}, logger(inventory.Name), tracer(inventory.Name))
-	pay := payment.New(payment.Config{
-		DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
-		BusURL:      url,
-		ProviderURL: s.provider.URL(),
-		Attempts:    cfg.PaymentAttempts,
-		Backoff:     cfg.PaymentBackoff,
-	}, logger(payment.Name), tracer(payment.Name))
-	s.order = order.New(order.Config{
-		DSN:           storage.SQLiteDSN(cfg.DataDir, order.Name),
-		BusURL:        url,
-		SagaRetry:     cfg.SagaRetry,
-		StepTimeout:   cfg.StepTimeout,
-		DefaultSaga:   cfg.DefaultSaga,
-		ShipAfter:     cfg.ShipAfter,
-		SnapshotEvery: cfg.SnapshotEvery,
-	}, logger(order.Name), tracer(order.Name))
+	// Replicas start one after the other: the first migrates and seeds,
+	// the others find it done.
+	var hooks []runtime.Hook
+	for range count(customer.Name) {
+		c := customer.New(customer.Config{
+			DSN:           storage.SQLiteDSN(cfg.DataDir, customer.Name),
+			BusURL:        url,
+			Issuer:        "mercato",
+			Audience:      "mercato",
+			AdminPassword: cfg.AdminPassword,
+		}, logger(customer.Name), tracer(customer.Name))
+		if s.customer == nil {
+			s.customer = c
+		}
+		hooks = append(hooks, c.Hook())
+	}
+	for range count(inventory.Name) {
+		hooks = append(hooks, inventory.New(inventory.Config{
+			DSN:    storage.SQLiteDSN(cfg.DataDir, inventory.Name),
+			BusURL: url,
+			Seed:   true,
+		}, logger(inventory.Name), tracer(inventory.Name)).Hook())
+	}
+	for range count(payment.Name) {
+		hooks = append(hooks, payment.New(payment.Config{
+			DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
+			BusURL:      url,
+			ProviderURL: s.provider.URL(),
+			Attempts:    cfg.PaymentAttempts,
+			Backoff:     cfg.PaymentBackoff,
+		}, logger(payment.Name), tracer(payment.Name)).Hook())
+	}
+	for range count(order.Name) {
+		hooks = append(hooks, order.New(order.Config{
+			DSN:           storage.SQLiteDSN(cfg.DataDir, order.Name),
+			BusURL:        url,
+			SagaRetry:     cfg.SagaRetry,
+			StepTimeout:   cfg.StepTimeout,
+			DefaultSaga:   cfg.DefaultSaga,
+			ShipAfter:     cfg.ShipAfter,
+			SnapshotEvery: cfg.SnapshotEvery,
+		}, logger(order.Name), tracer(order.Name)).Hook())
+	}
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,
 		Listen: cfg.Addr,
@@ -162,7 +203,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}, logger(gateway.Name), tracer(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.
-	s.lc.Append(s.customer.Hook(), inv.Hook(), pay.Hook(), s.order.Hook(), s.gateway.Hook())
+	s.lc.Append(append(hooks, s.gateway.Hook())...)
 	if err := s.lc.Start(ctx); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ type upConfig struct {
 	logLevel      slog.Level
 	saga          string
 	shipAfter     time.Duration
+	replicas      map[string]int
 	adminPassword string
 }
 
@@ -51,6 +52,7 @@ prints it.`,
 	f.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	f.StringVar(&cfg.saga, "saga", "orchestrated", "saga mode of orders that name none: orchestrated or choreographed")
 	f.DurationVar(&cfg.shipAfter, "ship-after", 10*time.Second, "how long after its confirmation an order ships")
+	f.StringToIntVar(&cfg.replicas, "replicas", nil, "instances per service, as payment=3,inventory=2 (customer, inventory, order, payment)")
 	return cmd
 }
 
@@ -77,6 +79,7 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		LogLevel:      cfg.logLevel,
 		DefaultSaga:   cfg.saga,
 		ShipAfter:     cfg.shipAfter,
+		Replicas:      cfg.replicas,
 	}, func(s *shop.Shop) { announce(out, s, data) })
 }
 
