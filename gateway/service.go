@@ -78,8 +78,12 @@ func (s *Service) setup(ctx context.Context) error {
 		return fmt.Errorf("token keys: %w", err)
 	}
 	n.Append(runtime.Hook{Name: "token keys", Stop: func(context.Context) error { cancel(); return nil }})
+	direct := &http.Client{Transport: n.Transport(), Timeout: 10 * time.Second}
+	chaos := chaosHandler(n.Registry, direct)
 	self := map[string]http.Handler{
-		"/admin/services": servicesHandler(n.Registry, n.Balancer, &http.Client{Transport: n.Transport()}),
+		"/admin/services":                        servicesHandler(n.Registry, n.Balancer, direct),
+		"/admin/chaos/{service}/{instance}":      chaos,
+		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}
 	n.Mux.Handle("/", New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger(), self))
 	return nil

@@ -77,7 +77,8 @@ type Registry struct {
 }
 
 // NewRegistry creates or updates the bucket, starts the watcher and returns
-// once the local view holds the bucket's current values.
+// once the local view holds the bucket's current values. ctx bounds that
+// wait; the watcher runs until Close.
 func NewRegistry(ctx context.Context, js jetstream.JetStream, cfg Config) (*Registry, error) {
 	cfg = cfg.withDefaults()
 	if cfg.TTL < time.Second {
@@ -87,7 +88,10 @@ func NewRegistry(ctx context.Context, js jetstream.JetStream, cfg Config) (*Regi
 	if err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx)
+	// The watch lives as long as the registry (until Close), not as long as
+	// ctx, which bounds only this call: a start-up deadline ending must not
+	// freeze every client's view.
+	w, err := kv.WatchAll(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("discovery: watch bucket %s: %w", cfg.Bucket, err)
 	}

@@ -275,3 +275,27 @@ func TestForget_DropsEveryRegistration(t *testing.T) {
 		}
 	})
 }
+
+// The context of NewRegistry bounds its start only: once it ends, the view
+// still follows registrations.
+func TestRegistry_ViewOutlivesTheContextItStartedWith(t *testing.T) {
+	forEachServer(t, func(t *testing.T, js jetstream.JetStream) {
+		cfg := testConfig(t, js)
+		owner := newRegistry(t, js, cfg)
+		ctx, cancel := context.WithCancel(t.Context())
+		view, err := NewRegistry(ctx, js, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(view.Close)
+		cancel() // as when a start-up deadline is released
+
+		register(t, owner, Instance{Service: "alpha", ID: "after", Addr: "127.0.0.1:1001"})
+		eventually(t, 10*time.Second, func() string {
+			if len(view.Instances("alpha")) != 1 {
+				return "a registration made after the start context ended is not in the view"
+			}
+			return ""
+		})
+	})
+}

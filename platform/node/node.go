@@ -13,12 +13,14 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/chaos"
 	"github.com/mercato-shop/mercato/platform/discovery"
 	"github.com/mercato-shop/mercato/platform/inbox"
 	"github.com/mercato-shop/mercato/platform/outbox"
@@ -63,8 +65,12 @@ type Node struct {
 	Mux      *http.ServeMux
 	Health   *runtime.Health
 	server   *runtime.HTTPServer
+	// Faults are the instance's chaos switches (platform/chaos), off
+	// until set through its admin API or directly.
+	Faults *chaos.Faults
 	// transport pools connections for every client the node hands out.
 	transport *http.Transport
+	killed    atomic.Bool
 }
 
 // New returns a node that is not started yet.
@@ -87,6 +93,7 @@ func New(cfg Config) *Node {
 		Mux:       http.NewServeMux(),
 		Health:    &runtime.Health{},
 		transport: web.NewTransport(),
+		Faults:    &chaos.Faults{},
 	}
 }
 
@@ -197,7 +204,10 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 		return errors.Join(fmt.Errorf("%s: setup: %w", n.cfg.Service, err), n.lc.Stop(ctx))
 	}
 	n.Health.Register(n.Mux)
-	n.server = runtime.NewHTTPServer(n.cfg.Listen, web.Instrument(n.Mux, n.cfg.Tracer, n.cfg.Logger), n.cfg.Logger)
+	n.Faults.Routes(n.Mux, n.Kill)
+	// Injected faults run inside the instrumentation, so traces and access
+	// logs show them like real ones.
+	n.server = runtime.NewHTTPServer(n.cfg.Listen, web.Instrument(n.Faults.Middleware(n.Mux), n.cfg.Tracer, n.cfg.Logger), n.cfg.Logger)
 	n.lc.Append(n.server.Hook("http"), runtime.Hook{Name: "registration", Start: n.register})
 	if err := n.lc.Start(ctx); err != nil {
 		return fmt.Errorf("%s: %w", n.cfg.Service, err)
@@ -322,9 +332,28 @@ func (n *Node) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.lc.Append(runtime.Hook{Name: "deregistration", Stop: deregister})
+	n.lc.Append(runtime.Hook{Name: "deregistration", Stop: func(ctx context.Context) error {
+		if n.killed.Load() {
+			return nil // a crash says no goodbye: the registration expires
+		}
+		return deregister(ctx)
+	}})
 	return nil
 }
+
+// Kill stops the instance as a crash would look to the others: it stops
+// heartbeating without deregistering (clients drop it after the registry's
+// TTL), its listener closes and its consumers stop. The process goes on.
+func (n *Node) Kill(ctx context.Context) {
+	n.killed.Store(true)
+	n.cfg.Logger.WarnContext(ctx, "instance killed by a chaos switch", "instance", n.id)
+	if err := n.Stop(ctx); err != nil {
+		n.cfg.Logger.WarnContext(ctx, "kill", "instance", n.id, "err", err)
+	}
+}
+
+// ID is the instance's id in discovery.
+func (n *Node) ID() string { return n.id }
 
 func (n *Node) closeDB(context.Context) error {
 	if n.DB == nil {
