@@ -34,6 +34,7 @@ import (
 	"github.com/mercato-shop/mercato/services/customer"
 	"github.com/mercato-shop/mercato/services/inventory"
 	"github.com/mercato-shop/mercato/services/order"
+	"github.com/mercato-shop/mercato/services/orderview"
 	"github.com/mercato-shop/mercato/services/payment"
 )
 
@@ -150,6 +151,10 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		StepTimeout: cfg.StepTimeout,
 		DefaultSaga: cfg.DefaultSaga,
 	}, logger(order.Name), tracer(order.Name))
+	view := orderview.New(orderview.Config{
+		DSN:    storage.SQLiteDSN(cfg.DataDir, orderview.Name),
+		BusURL: url,
+	}, logger(orderview.Name), tracer(orderview.Name))
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,
 		Listen: cfg.Addr,
@@ -157,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}, logger(gateway.Name), tracer(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.
-	s.lc.Append(s.customer.Hook(), inv.Hook(), pay.Hook(), s.order.Hook(), s.gateway.Hook())
+	s.lc.Append(s.customer.Hook(), inv.Hook(), pay.Hook(), s.order.Hook(), view.Hook(), s.gateway.Hook())
 	if err := s.lc.Start(ctx); err != nil {
 		return nil, err
 	}

@@ -12,12 +12,9 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	customerv1 "github.com/mercato-shop/mercato/api/gen/customer/v1"
 	moneyv1 "github.com/mercato-shop/mercato/api/gen/money/v1"
 	orderv1 "github.com/mercato-shop/mercato/api/gen/order/v1"
-	paymentv1 "github.com/mercato-shop/mercato/api/gen/payment/v1"
 	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
@@ -25,6 +22,7 @@ import (
 	"github.com/mercato-shop/mercato/services/orderview/app"
 	"github.com/mercato-shop/mercato/services/orderview/domain"
 	"github.com/mercato-shop/mercato/services/orderview/migrations"
+	ovt "github.com/mercato-shop/mercato/services/orderview/orderviewtest"
 )
 
 var t0 = time.Date(2030, 5, 6, 7, 40, 0, 0, time.UTC)
@@ -48,83 +46,31 @@ func newFeed(t *testing.T, db *storage.DB, p adapters.Projection) *feed {
 	return &feed{t: t, db: db, cps: cps, p: p, seqs: map[string]uint64{}}
 }
 
-// record is an event as the stream holds it.
-func (f *feed) record(stream, typ string, m proto.Message) bus.Record {
-	f.t.Helper()
-	data, err := proto.Marshal(m)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.seqs[stream]++
-	return bus.Record{Message: bus.Message{ID: uuid.NewString(), Type: typ}, Sequence: f.seqs[stream], Data: data}
-}
-
-func (f *feed) apply(stream string, rs ...bus.Record) error {
-	generation, _, err := f.cps.Position(f.t.Context(), f.p.Name(), stream)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return f.cps.Apply(f.t.Context(), f.p, generation, stream, rs)
-}
-
-// publish applies one event, each alone in its batch.
-func (f *feed) publish(events ...ev) {
+// publish applies events, each alone in its batch, at the next sequence of
+// its stream.
+func (f *feed) publish(events ...bus.Event) {
 	f.t.Helper()
 	for _, e := range events {
-		if err := f.apply(e.stream, f.record(e.stream, e.typ, e.msg)); err != nil {
-			f.t.Fatalf("apply %s: %v", e.typ, err)
+		data, err := proto.Marshal(e.Data)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		stream := ovt.StreamOf(e.Type)
+		f.seqs[stream]++
+		r := bus.Record{Message: bus.Message{ID: uuid.NewString(), Type: e.Type}, Sequence: f.seqs[stream], Data: data}
+		generation, _, err := f.cps.Position(f.t.Context(), f.p.Name(), stream)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if err := f.cps.Apply(f.t.Context(), f.p, generation, stream, []bus.Record{r}); err != nil {
+			f.t.Fatalf("apply %s: %v", e.Type, err)
 		}
 	}
 }
 
-type ev struct {
-	stream, typ string
-	msg         proto.Message
-}
-
-func eur(amount int64) *moneyv1.Money { return &moneyv1.Money{Amount: amount, Currency: "EUR"} }
-
-func created(id, customer string, v int64, at time.Time) ev {
-	return ev{adapters.StreamOrder, "order.created", &orderv1.OrderCreated{
-		OrderId: id, CustomerId: customer, Saga: "orchestrated", CreatedAt: timestamppb.New(at), Version: v,
-		Items: []*orderv1.OrderLine{{ProductId: "p-mug", Name: "Mug", Quantity: 2, UnitPrice: eur(1250)}},
-		Total: eur(2500), PaymentToken: "tok_ok",
-	}}
-}
-
-func confirmed(id, customer string, v int64, at time.Time) ev {
-	return ev{adapters.StreamOrder, "order.confirmed", &orderv1.OrderConfirmed{OrderId: id, CustomerId: customer, ConfirmedAt: timestamppb.New(at), Version: v}}
-}
-
-func cancelled(id, customer, reason string, v int64, at time.Time) ev {
-	return ev{adapters.StreamOrder, "order.cancelled", &orderv1.OrderCancelled{OrderId: id, CustomerId: customer, Reason: reason, CancelledAt: timestamppb.New(at), Version: v}}
-}
-
-func shipped(id, customer string, v int64, at time.Time) ev {
-	return ev{adapters.StreamOrder, "order.shipped", &orderv1.OrderShipped{
-		OrderId: id, CustomerId: customer, ShipmentId: "ship-" + id[:8], TrackingNumber: "TRK-" + id[:8], ShippedAt: timestamppb.New(at), Version: v,
-	}}
-}
-
-func registered(customer, name string, at time.Time) ev {
-	return ev{adapters.StreamCustomer, "customer.registered", &customerv1.CustomerRegistered{CustomerId: customer, Email: "x@example.com", Name: name, RegisteredAt: timestamppb.New(at)}}
-}
-
-func updated(customer, name string, at time.Time) ev {
-	return ev{adapters.StreamCustomer, "customer.updated", &customerv1.CustomerUpdated{CustomerId: customer, Email: "x@example.com", Name: name, UpdatedAt: timestamppb.New(at)}}
-}
-
-func paid(id string) ev {
-	return ev{adapters.StreamPayment, "payment.completed", &paymentv1.PaymentCompleted{PaymentId: "pay-" + id, OrderId: id, Amount: eur(2500), Saga: "orchestrated"}}
-}
-
-func refunded(id string, amount int64) ev {
-	return ev{adapters.StreamPayment, "payment.refunded", &paymentv1.PaymentRefunded{PaymentId: "pay-" + id, OrderId: id, Amount: eur(amount), Saga: "orchestrated"}}
-}
-
-func declined(id string) ev {
-	return ev{adapters.StreamPayment, "payment.failed", &paymentv1.PaymentFailed{PaymentId: "pay-" + id, OrderId: id, Amount: eur(2500), Reason: "payment_declined"}}
-}
+func paid(id string) bus.Event              { return ovt.Paid(id, 2500) }
+func declined(id string) bus.Event          { return ovt.Declined(id, 2500) }
+func refunded(id string, a int64) bus.Event { return ovt.Refunded(id, a) }
 
 // orders lists a customer's orders, all of them.
 func orders(t *testing.T, db *storage.DB, customer string) []domain.Order {
@@ -153,12 +99,12 @@ func TestOrders_DuplicatesAndStaleRedeliveriesNeverRegressARow(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		f := newFeed(t, db, adapters.Orders{})
 		o, c := newID(), newID()
-		f.publish(created(o, c, 1, t0), confirmed(o, c, 4, t0.Add(time.Second)))
+		f.publish(ovt.Created(o, c, 1, t0), ovt.Confirmed(o, c, 4, t0.Add(time.Second)))
 		want := only(t, db, c)
 		if want.Status != domain.Confirmed || want.Version != 4 || !want.UpdatedAt.Equal(t0.Add(time.Second)) {
 			t.Fatalf("after confirmation: %+v", want)
 		}
-		f.publish(created(o, c, 1, t0), confirmed(o, c, 4, t0.Add(time.Second)), cancelled(o, c, "timeout", 3, t0.Add(time.Minute)), created(o, c, 1, t0))
+		f.publish(ovt.Created(o, c, 1, t0), ovt.Confirmed(o, c, 4, t0.Add(time.Second)), ovt.Cancelled(o, c, "timeout", 3, t0.Add(time.Minute)), ovt.Created(o, c, 1, t0))
 		if got := only(t, db, c); !reflect.DeepEqual(got, want) {
 			t.Fatalf("after duplicates and a stale event:\n got %+v\nwant %+v", got, want)
 		}
@@ -171,11 +117,11 @@ func TestOrders_EventBeforeCreatedIsNotLost(t *testing.T) {
 	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
 		f := newFeed(t, db, adapters.Orders{})
 		o, c := newID(), newID()
-		f.publish(cancelled(o, c, "payment_declined", 6, t0.Add(time.Minute)))
+		f.publish(ovt.Cancelled(o, c, "payment_declined", 6, t0.Add(time.Minute)))
 		if os := orders(t, db, c); len(os) != 0 {
 			t.Fatalf("an order without order.created is listed: %+v", os)
 		}
-		f.publish(created(o, c, 1, t0))
+		f.publish(ovt.Created(o, c, 1, t0))
 		got := only(t, db, c)
 		if got.Status != domain.Cancelled || got.Reason != "payment_declined" || got.Version != 6 ||
 			got.Total != (domain.Money{Amount: 2500, Currency: "EUR"}) || len(got.Items) != 1 || got.Items[0].Name != "Mug" ||
@@ -193,17 +139,17 @@ func TestOrders_CustomerNameArrivesWhicheverComesFirst(t *testing.T) {
 		ann, bob := newID(), newID()
 		a1, a2, b1 := newID(), newID(), newID()
 
-		f.publish(created(a1, ann, 1, t0), confirmed(a1, ann, 2, t0))
-		f.publish(registered(ann, "Ann", t0))
-		f.publish(created(a2, ann, 1, t0.Add(time.Second)))
+		f.publish(ovt.Created(a1, ann, 1, t0), ovt.Confirmed(a1, ann, 2, t0))
+		f.publish(ovt.Registered(ann, "Ann", t0))
+		f.publish(ovt.Created(a2, ann, 1, t0.Add(time.Second)))
 		for _, o := range orders(t, db, ann) {
 			if o.CustomerName != "Ann" {
 				t.Fatalf("order %s shows name %q, want Ann", o.ID, o.CustomerName)
 			}
 		}
 
-		f.publish(registered(bob, "Bob", t0), created(b1, bob, 1, t0))
-		f.publish(updated(ann, "Ann Smith", t0.Add(time.Hour)), registered(ann, "Ann", t0))
+		f.publish(ovt.Registered(bob, "Bob", t0), ovt.Created(b1, bob, 1, t0))
+		f.publish(ovt.Updated(ann, "Ann Smith", t0.Add(time.Hour)), ovt.Registered(ann, "Ann", t0))
 		for _, o := range orders(t, db, ann) {
 			if o.CustomerName != "Ann Smith" {
 				t.Fatalf("order %s shows name %q after the rename, want Ann Smith", o.ID, o.CustomerName)
@@ -221,7 +167,7 @@ func TestOrders_PaymentStatusFollowsThePaymentStream(t *testing.T) {
 		c := newID()
 		o1, o2 := newID(), newID()
 		// The payment is known before the order.
-		f.publish(paid(o1), created(o1, c, 1, t0))
+		f.publish(paid(o1), ovt.Created(o1, c, 1, t0))
 		if got := only(t, db, c); got.PaymentStatus != domain.PaymentCaptured {
 			t.Fatalf("payment status %q, want CAPTURED", got.PaymentStatus)
 		}
@@ -229,7 +175,7 @@ func TestOrders_PaymentStatusFollowsThePaymentStream(t *testing.T) {
 		if got := only(t, db, c); got.PaymentStatus != domain.PaymentRefunded {
 			t.Fatalf("payment status %q after refund and a late copy of payment.completed, want REFUNDED", got.PaymentStatus)
 		}
-		f.publish(created(o2, c, 1, t0.Add(time.Second)), declined(o2), refunded(o2, 0))
+		f.publish(ovt.Created(o2, c, 1, t0.Add(time.Second)), declined(o2), refunded(o2, 0))
 		if got := orders(t, db, c)[0]; got.ID != o2 || got.PaymentStatus != domain.PaymentDeclined {
 			t.Fatalf("declined order: %+v", got)
 		}
@@ -241,7 +187,7 @@ func TestOrders_ShipmentIsRecordedEvenOutOfOrder(t *testing.T) {
 		f := newFeed(t, db, adapters.Orders{})
 		c := newID()
 		o := newID()
-		f.publish(created(o, c, 1, t0), shipped(o, c, 5, t0.Add(time.Hour)), confirmed(o, c, 3, t0.Add(time.Second)), shipped(o, c, 5, t0.Add(time.Hour)))
+		f.publish(ovt.Created(o, c, 1, t0), ovt.Shipped(o, c, 5, t0.Add(time.Hour)), ovt.Confirmed(o, c, 3, t0.Add(time.Second)), ovt.Shipped(o, c, 5, t0.Add(time.Hour)))
 		got := only(t, db, c)
 		want := domain.Shipment{ID: "ship-" + o[:8], TrackingNumber: "TRK-" + o[:8], ShippedAt: t0.Add(time.Hour)}
 		if got.Status != domain.Shipped || got.Version != 5 || got.Shipment == nil || *got.Shipment != want || !got.UpdatedAt.Equal(t0.Add(time.Hour)) {
@@ -260,7 +206,7 @@ func TestStore_PagesACustomersOrdersNewestFirst(t *testing.T) {
 		for i := range 7 {
 			id := newID()
 			at := t0.Add(time.Duration(i/2) * time.Second) // two orders per instant
-			f.publish(created(id, c, 1, at), created(newID(), other, 1, at))
+			f.publish(ovt.Created(id, c, 1, at), ovt.Created(newID(), other, 1, at))
 			want = append([]string{id}, want...)
 		}
 		// Same instant: the larger id first.
@@ -412,19 +358,19 @@ func TestAnalytics_StatsCountEachOrderOnceWhateverTheOrderOfEvents(t *testing.T)
 		f := newFeed(t, db, adapters.Analytics{})
 		c := newID()
 		o1, o2, o3, o4, o5 := newID(), newID(), newID(), newID(), newID()
-		choreo := created(o2, c, 1, t0.Add(time.Second))
-		choreo.msg.(*orderv1.OrderCreated).Saga = "choreographed"
-		usd := created(o5, c, 1, t0.Add(2*time.Hour))
-		usd.msg.(*orderv1.OrderCreated).Total = &moneyv1.Money{Amount: 900, Currency: "USD"}
-		events := []ev{
-			confirmed(o1, c, 3, t0.Add(2*time.Second)), created(o1, c, 1, t0), // confirmed in 2s, 07:00
-			choreo, cancelled(o2, c, "payment_declined", 4, t0.Add(5*time.Second)), // cancelled in 4s
-			created(o3, c, 1, t0), cancelled(o3, c, "out_of_stock", 2, t0.Add(8*time.Second)), // cancelled in 8s
-			created(o4, c, 1, t0),                                     // in flight
-			usd, confirmed(o5, c, 3, t0.Add(2*time.Hour+time.Second)), // 09:00, USD, 1s
+		choreo := ovt.Created(o2, c, 1, t0.Add(time.Second))
+		choreo.Data.(*orderv1.OrderCreated).Saga = "choreographed"
+		usd := ovt.Created(o5, c, 1, t0.Add(2*time.Hour))
+		usd.Data.(*orderv1.OrderCreated).Total = &moneyv1.Money{Amount: 900, Currency: "USD"}
+		events := []bus.Event{
+			ovt.Confirmed(o1, c, 3, t0.Add(2*time.Second)), ovt.Created(o1, c, 1, t0), // confirmed in 2s, 07:00
+			choreo, ovt.Cancelled(o2, c, "payment_declined", 4, t0.Add(5*time.Second)), // cancelled in 4s
+			ovt.Created(o3, c, 1, t0), ovt.Cancelled(o3, c, "out_of_stock", 2, t0.Add(8*time.Second)), // cancelled in 8s
+			ovt.Created(o4, c, 1, t0),                                     // in flight
+			usd, ovt.Confirmed(o5, c, 3, t0.Add(2*time.Hour+time.Second)), // 09:00, USD, 1s
 			// Confirmed in 07:00, then cancelled by the customer: a confirmed
 			// saga and a cancellation.
-			created(o1, c, 1, t0), cancelled(o1, c, "customer_cancelled", 5, t0.Add(time.Hour)),
+			ovt.Created(o1, c, 1, t0), ovt.Cancelled(o1, c, "customer_cancelled", 5, t0.Add(time.Hour)),
 		}
 		f.publish(events...)
 		f.publish(events...) // every event again
