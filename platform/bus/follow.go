@@ -77,7 +77,7 @@ func (b *Bus) Follow(ctx context.Context, f Follow, fn func(ctx context.Context,
 		// The broker would drop the idle consumer after minutes; a reader
 		// that restarts often (a rebuild, a retry) should not pile them up.
 		if info := cons.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			_ = b.js.DeleteConsumer(dctx, f.Stream, info.Name)
 			cancel()
 		}

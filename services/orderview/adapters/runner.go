@@ -118,12 +118,15 @@ func (r *Runner) follow(ctx context.Context, stream string) {
 		r.mu.Lock()
 		round := r.round
 		r.mu.Unlock()
-		err := r.read(round, stream)
+		progressed, err := r.read(round, stream)
 		if ctx.Err() != nil {
 			return
 		}
 		if round.Err() != nil || errors.Is(err, ErrRebuilt) {
 			continue // rebuilt: start again from the new checkpoint
+		}
+		if progressed {
+			delay = r.retry // a new failure, not the same one again
 		}
 		r.setFailure(stream, err)
 		r.log.WarnContext(ctx, "projection failed, will read again from its checkpoint", "stream", stream, "err", err, "retry_in", delay)
@@ -136,19 +139,22 @@ func (r *Runner) follow(ctx context.Context, stream string) {
 	}
 }
 
-// read follows stream from the checkpoint until ctx ends or a batch fails.
-func (r *Runner) read(ctx context.Context, stream string) error {
+// read follows stream from the checkpoint until ctx ends or a batch fails;
+// progressed says whether a batch applied before that.
+func (r *Runner) read(ctx context.Context, stream string) (progressed bool, err error) {
 	generation, from, err := r.cps.Position(ctx, r.p.Name(), stream)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return r.src.Follow(ctx, bus.Follow{Stream: stream, From: from + 1}, func(ctx context.Context, batch []bus.Record) error {
+	err = r.src.Follow(ctx, bus.Follow{Stream: stream, From: from + 1}, func(ctx context.Context, batch []bus.Record) error {
 		if err := r.cps.Apply(ctx, r.p, generation, stream, batch); err != nil {
 			return err
 		}
+		progressed = true
 		r.setFailure(stream, nil)
 		return nil
 	})
+	return progressed, err
 }
 
 func (r *Runner) setFailure(stream string, err error) {

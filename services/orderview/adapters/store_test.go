@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	moneyv1 "github.com/mercato-shop/mercato/api/gen/money/v1"
 	orderv1 "github.com/mercato-shop/mercato/api/gen/order/v1"
@@ -395,4 +397,93 @@ func TestAnalytics_StatsCountEachOrderOnceWhateverTheOrderOfEvents(t *testing.T)
 			t.Fatalf("stats:\n got %+v\nwant %+v", st, want)
 		}
 	})
+}
+
+// flaky is a projection that fails (not poison) while fail is set.
+type flaky struct{ fail *atomic.Bool }
+
+func (flaky) Name() string      { return "flaky" }
+func (flaky) Streams() []string { return []string{"FLAKY"} }
+func (p flaky) Apply(ctx context.Context, tx *sql.Tx, r bus.Record) error {
+	if p.fail.Load() {
+		return errors.New("database unavailable")
+	}
+	return recorder{}.Apply(ctx, tx, r)
+}
+func (flaky) Reset(ctx context.Context, tx *sql.Tx) error { return recorder{}.Reset(ctx, tx) }
+
+// A runner whose batches fail says so in its status, keeps the checkpoint
+// where it was, and reads again from it until the batch applies; so does a
+// rebuild, which says rebuilding until the replay is done.
+func TestRunner_ReadsAgainFromItsCheckpointUntilABatchApplies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv, err := bus.StartServer(ctx, bus.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	b, err := bus.Connect(ctx, bus.Config{URL: srv.ClientURL(), Source: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.EnsureStream(ctx, bus.Stream{Name: "FLAKY", Subjects: []string{"flaky.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	db := storagetest.Open(t, storagetest.Engines(t)[0], migrations.FS)
+	p := flaky{fail: &atomic.Bool{}}
+	p.fail.Store(true)
+	r := adapters.NewRunner(p, adapters.NewCheckpoints(db, slog.New(slog.DiscardHandler)), adapters.BusSource{Bus: b}, slog.New(slog.DiscardHandler))
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop(context.Background()) })
+	for i := range 3 {
+		if err := b.Publish(ctx, bus.Event{Type: "flaky.x", Data: wrapperspb.String(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	status := func(done func(adapters.Status) bool) adapters.Status {
+		t.Helper()
+		for {
+			st, err := r.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done(st) {
+				return st
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("status %+v", st)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	st := status(func(st adapters.Status) bool { return st.Errors["FLAKY"] != "" })
+	if st.State != adapters.StateCatchingUp || st.Streams[0].Checkpoint != 0 || st.Streams[0].Lag != 3 || applied(t, db) != "[]" {
+		t.Fatalf("while failing: %+v, applied %s", st, applied(t, db))
+	}
+	p.fail.Store(false)
+	st = status(func(st adapters.Status) bool { return st.State == adapters.StateLive })
+	if len(st.Errors) != 0 || st.Streams[0].Checkpoint != 3 || applied(t, db) != "[1 2 3]" {
+		t.Fatalf("after recovery: %+v, applied %s", st, applied(t, db))
+	}
+
+	// Rebuilt while it cannot apply: rebuilding until the replay is done.
+	p.fail.Store(true)
+	if err := r.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = status(func(st adapters.Status) bool { return st.Errors["FLAKY"] != "" })
+	if st.State != adapters.StateRebuilding || st.Generation != 2 || st.Streams[0].Checkpoint != 0 || applied(t, db) != "[]" {
+		t.Fatalf("rebuilding: %+v, applied %s", st, applied(t, db))
+	}
+	p.fail.Store(false)
+	st = status(func(st adapters.Status) bool { return st.State == adapters.StateLive })
+	if st.Generation != 2 || applied(t, db) != "[1 2 3]" {
+		t.Fatalf("rebuilt: %+v, applied %s", st, applied(t, db))
+	}
 }

@@ -43,6 +43,7 @@ const (
 // order's version after the event (its place in the order's event stream);
 // 0 when the publisher did not say.
 type (
+	// OrderCreated is order.created.
 	OrderCreated struct {
 		OrderID, CustomerID string
 		Items               []Line
@@ -51,16 +52,19 @@ type (
 		CreatedAt           time.Time
 		Version             int64
 	}
+	// OrderConfirmed is order.confirmed.
 	OrderConfirmed struct {
 		OrderID, CustomerID string
 		ConfirmedAt         time.Time
 		Version             int64
 	}
+	// OrderCancelled is order.cancelled.
 	OrderCancelled struct {
 		OrderID, CustomerID, Reason string
 		CancelledAt                 time.Time
 		Version                     int64
 	}
+	// OrderShipped is order.shipped.
 	OrderShipped struct {
 		OrderID, CustomerID string
 		Shipment            Shipment
@@ -133,7 +137,17 @@ func (o *Order) learnCustomer(id string) bool {
 
 // statusRank orders statuses for events without a version: an order only
 // moves forward through them.
-var statusRank = map[string]int{"": 0, Pending: 1, Confirmed: 2, Shipped: 3, Cancelled: 3}
+func statusRank(status string) int {
+	switch status {
+	case Pending:
+		return 1
+	case Confirmed:
+		return 2
+	case Shipped, Cancelled:
+		return 3
+	}
+	return 0
+}
 
 // advance moves the status when the event is newer than what o shows.
 func (o *Order) advance(version int64, status, reason string, at time.Time) bool {
@@ -141,7 +155,7 @@ func (o *Order) advance(version int64, status, reason string, at time.Time) bool
 	if version == 0 {
 		// Events published before they carried versions: keep the furthest
 		// status, so that at least nothing goes backwards.
-		newer = o.Version == 0 && statusRank[status] > statusRank[o.Status]
+		newer = o.Version == 0 && statusRank(status) > statusRank(o.Status)
 	}
 	if !newer {
 		return false
@@ -180,7 +194,15 @@ const (
 // paymentRank: a capture is superseded by its refund, and a final status
 // (declined, voided, refunded) by nothing, so a late copy of
 // payment.completed does not bring a refunded payment back.
-var paymentRank = map[string]int{"": 0, PaymentCaptured: 1, PaymentDeclined: 2, PaymentVoided: 2, PaymentRefunded: 2}
+func paymentRank(status string) int {
+	switch status {
+	case PaymentCaptured:
+		return 1
+	case PaymentDeclined, PaymentVoided, PaymentRefunded:
+		return 2
+	}
+	return 0
+}
 
 // NextPaymentStatus is the payment status an order shows after ev, given
 // the one it showed ("" for none).
@@ -202,7 +224,7 @@ func NextPaymentStatus(current string, ev PaymentEvent) string {
 			next = PaymentVoided
 		}
 	}
-	if paymentRank[next] > paymentRank[current] {
+	if paymentRank(next) > paymentRank(current) {
 		return next
 	}
 	return current
