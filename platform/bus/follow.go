@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
@@ -28,6 +29,11 @@ type Follow struct {
 	From uint64
 	// MaxBatch bounds the records handed over at once. Default 256.
 	MaxBatch int
+	// Linger is how long a batch may wait, after its first record, for
+	// more to be published, so that a reader that keeps up still handles
+	// several at once (one transaction, say) under a steady flow. 0 hands
+	// over what is pending at once.
+	Linger time.Duration
 }
 
 // Record is one message read by Follow.
@@ -43,8 +49,8 @@ type Record struct {
 
 // Follow reads f.Stream from f.From, in stream order, and hands the records
 // to fn in batches: each batch continues the previous one, and ends at
-// MaxBatch records or where nothing more was pending, so a caught-up reader
-// gets each new message at once. fn runs on Follow's goroutine and must not
+// MaxBatch records or where nothing more was pending (after Linger), so a
+// caught-up reader gets each new message at once (or within Linger). fn runs on Follow's goroutine and must not
 // keep the slice. A stream that is not declared yet is waited for.
 //
 // Follow returns when ctx ends, with ctx's error, or when fn fails, with
@@ -72,7 +78,11 @@ func (b *Bus) Follow(ctx context.Context, f Follow, fn func(ctx context.Context,
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", f.Stream, err)
 	}
+	// Stopping the iterator also ends a Next that is recreating the
+	// consumer (the stream was deleted, say), which ctx alone would not.
+	stopOnCancel := context.AfterFunc(ctx, it.Stop)
 	defer func() {
+		stopOnCancel()
 		it.Stop()
 		// The broker would drop the idle consumer after minutes; a reader
 		// that restarts often (a rebuild, a retry) should not pile them up.
@@ -84,25 +94,54 @@ func (b *Bus) Follow(ctx context.Context, f Follow, fn func(ctx context.Context,
 	}()
 
 	for {
-		batch := make([]Record, 0, f.MaxBatch)
-		for len(batch) == 0 || (batch[len(batch)-1].Pending > 0 && len(batch) < f.MaxBatch) {
-			msg, err := it.Next(jetstream.NextContext(ctx))
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("follow %s: %w", f.Stream, err)
+		batch, err := f.next(ctx, it)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			r, err := record(msg)
-			if err != nil {
-				return fmt.Errorf("follow %s: %w", f.Stream, err)
-			}
-			batch = append(batch, r)
+			return fmt.Errorf("follow %s: %w", f.Stream, err)
 		}
 		if err := b.handleBatch(ctx, batch, fn); err != nil {
 			return fmt.Errorf("follow %s from sequence %d: %w", f.Stream, batch[0].Sequence, err)
 		}
 	}
+}
+
+// next reads the next batch: it waits for a first record, then takes what
+// is pending, and what comes within Linger of the first, up to MaxBatch.
+func (f Follow) next(ctx context.Context, it jetstream.MessagesContext) ([]Record, error) {
+	batch := make([]Record, 0, f.MaxBatch)
+	var until time.Time // the end of the linger, once started
+	for len(batch) < f.MaxBatch {
+		wait := jetstream.NextContext(ctx)
+		if n := len(batch); n > 0 && batch[n-1].Pending == 0 {
+			if f.Linger <= 0 {
+				break
+			}
+			if until.IsZero() {
+				until = time.Now().Add(f.Linger)
+			}
+			left := time.Until(until)
+			if left <= 0 {
+				break
+			}
+			// A short wait: ctx is looked at again when it ends.
+			wait = jetstream.NextMaxWait(left)
+		}
+		msg, err := it.Next(wait)
+		if errors.Is(err, nats.ErrTimeout) && !until.IsZero() {
+			break // nothing more came in time
+		}
+		if err != nil {
+			return nil, err
+		}
+		r, err := record(msg)
+		if err != nil {
+			return nil, err
+		}
+		batch = append(batch, r)
+	}
+	return batch, ctx.Err()
 }
 
 // orderedConsumer creates the consumer, waiting for a stream that its owner

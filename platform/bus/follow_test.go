@@ -178,3 +178,39 @@ func TestFollow_WaitsForAStreamDeclaredLater(t *testing.T) {
 		}
 	})
 }
+
+// With Linger, a reader that has caught up waits a little after a new
+// message for the ones published right after it, and gets them in one
+// batch; without, each comes on its own once nothing is pending.
+func TestFollow_LingerBatchesARunOfNewMessages(t *testing.T) {
+	bustest.Each(t, func(t *testing.T, target bustest.Target) {
+		b := connect(t, target, nil)
+		stream, prefix := newStream(t, b, false)
+		// MaxBatch ends the batch as soon as the run is in, long before Linger.
+		got, _ := follow(t, b, bus.Follow{Stream: stream, MaxBatch: 5, Linger: waitFor})
+		publishN(t, b, prefix+".x", 1, 5)
+		for seq := uint64(1); seq <= 5; seq++ {
+			if r := receive(t, got); r.Sequence != seq || r.batch != 5 {
+				t.Fatalf("record %d came in a batch of %d, want 5", r.Sequence, r.batch)
+			}
+		}
+	})
+}
+
+// A stream deleted under a reader does not keep Follow from returning when
+// ctx ends.
+func TestFollow_ReturnsOnCancelAfterItsStreamIsDeleted(t *testing.T) {
+	bustest.Each(t, func(t *testing.T, target bustest.Target) {
+		b := connect(t, target, nil)
+		stream, prefix := newStream(t, b, false)
+		got, stop := follow(t, b, bus.Follow{Stream: stream})
+		publishN(t, b, prefix+".x", 1, 1)
+		receive(t, got)
+		if err := b.JetStream().DeleteStream(testContext(t), stream); err != nil {
+			t.Fatal(err)
+		}
+		if err := stop(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Follow returned %v, want context.Canceled", err)
+		}
+	})
+}
