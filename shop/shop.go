@@ -34,6 +34,7 @@ import (
 	"github.com/mercato-shop/mercato/services/customer"
 	"github.com/mercato-shop/mercato/services/inventory"
 	"github.com/mercato-shop/mercato/services/order"
+	"github.com/mercato-shop/mercato/services/orderview"
 	"github.com/mercato-shop/mercato/services/payment"
 )
 
@@ -196,6 +197,11 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 			SnapshotEvery: cfg.SnapshotEvery,
 		}, logger(order.Name), tracer(order.Name)).Hook())
 	}
+	view := orderview.New(orderview.Config{
+		DSN:    storage.SQLiteDSN(cfg.DataDir, orderview.Name),
+		BusURL: url,
+	}, logger(orderview.Name), tracer(orderview.Name))
+	hooks = append(hooks, view.Hook())
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
 		BusURL: url,
 		Listen: cfg.Addr,

@@ -32,6 +32,6 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(upCmd(), loadCmd())
+	root.AddCommand(upCmd(), loadCmd(), projectionsCmd())
 	return root
 }
