@@ -94,3 +94,21 @@ func TestShop_OrdersAreEventSourcedAndShipAfterTheDelay(t *testing.T) {
 	// A shipped order can no longer be cancelled.
 	c.expectProblem(c.do("POST", "/api/orders/"+o.ID+"/cancel", ann, nil), http.StatusConflict, "cancel a shipped order")
 }
+
+// The shipping timer is durable: an order confirmed before a restart ships
+// after it, at its due time.
+func TestShop_ShipmentDueBeforeARestartShipsAfterIt(t *testing.T) {
+	data := t.TempDir()
+	ship := func(cfg *shop.Config) { cfg.ShipAfter = 2 * time.Second }
+	s, c := startShop(t, data, ship)
+	ann := c.signUp("Ann")
+	_, o := c.placeOrder(ann, c.catalog()["MUG-001"].ID, 1, "tok_ok")
+	c.waitStatus(ann, o.ID, "CONFIRMED")
+	stopShop(t, s)
+
+	s, c = startShop(t, data, ship)
+	t.Cleanup(func() { stopShop(t, s) })
+	if got := c.waitStatus(ann, o.ID, "SHIPPED"); got.Version != 3 {
+		t.Fatalf("shipped after a restart: %+v", got)
+	}
+}
