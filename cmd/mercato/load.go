@@ -16,10 +16,11 @@ import (
 
 func loadCmd() *cobra.Command {
 	var (
-		cfg     load.Config
-		up      bool
-		warm    time.Duration
-		profile string
+		cfg      load.Config
+		up       bool
+		warm     time.Duration
+		profile  string
+		replicas map[string]int
 	)
 	cmd := &cobra.Command{
 		Use:   "load",
@@ -41,7 +42,7 @@ used for the recorded ones are in bench/README.md.`,
 					return err
 				}
 				defer os.RemoveAll(data)
-				s, err := shop.Start(ctx, shop.Config{Addr: "127.0.0.1:0", DataDir: data, LogOutput: io.Discard})
+				s, err := shop.Start(ctx, shop.Config{Addr: "127.0.0.1:0", DataDir: data, LogOutput: io.Discard, Replicas: replicas})
 				if err != nil {
 					return err
 				}
@@ -84,6 +85,7 @@ used for the recorded ones are in bench/README.md.`,
 	f.IntVar(&cfg.Customers, "customers", 8, "customer accounts the workers share")
 	f.StringVar(&cfg.Token, "token", "tok_ok", "payment token: tok_ok pays, tok_decline is declined")
 	f.DurationVar(&cfg.Poll, "poll", 5*time.Millisecond, "how often a worker checks its order's status")
+	f.StringToIntVar(&replicas, "replicas", nil, "with --up: instances per service, as payment=3")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the measured runs to this file (with --up it covers the shop too)")
 	return cmd
 }
