@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/mercato-shop/mercato/platform/discovery"
+	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/platform/telemetry"
 	"github.com/mercato-shop/mercato/platform/web"
 )
@@ -160,6 +161,10 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		web.Error(w, r, http.StatusRequestEntityTooLarge, "the body is larger than the gateway accepts")
 	case errors.Is(err, discovery.ErrNoInstance):
 		web.Error(w, r, http.StatusServiceUnavailable, "the service is not available; try again shortly")
+	case errors.Is(err, resilience.ErrOpen):
+		web.Error(w, r, http.StatusServiceUnavailable, "the service keeps failing; calls to it are held back for a while")
+	case errors.Is(err, resilience.ErrFull):
+		web.Error(w, r, http.StatusServiceUnavailable, "the service has too many calls in flight; try again shortly")
 	case errors.Is(err, context.DeadlineExceeded):
 		web.Error(w, r, http.StatusGatewayTimeout, "the service did not answer in time")
 	case errors.Is(err, context.Canceled):

@@ -16,6 +16,7 @@ import (
 	"github.com/mercato-shop/mercato/platform/node"
 	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/platform/telemetry"
+	"github.com/mercato-shop/mercato/platform/web"
 )
 
 // Name is the gateway's name in discovery.
@@ -26,6 +27,9 @@ type ServiceConfig struct {
 	BusURL string
 	Listen string // the public address, such as :8080
 	Routes Config
+	// Resilience guards the gateway's calls to the services: see
+	// node.Config.Resilience.
+	Resilience []byte
 }
 
 // Service is a running gateway instance.
@@ -38,11 +42,13 @@ type Service struct {
 // NewService returns the gateway, not started.
 func NewService(cfg ServiceConfig, logger *slog.Logger, tp trace.TracerProvider) *Service {
 	return &Service{cfg: cfg, node: node.New(node.Config{
-		Service: Name,
-		BusURL:  cfg.BusURL,
-		Listen:  cfg.Listen,
-		Logger:  logger,
-		Tracer:  tp,
+		Service:    Name,
+		BusURL:     cfg.BusURL,
+		Listen:     cfg.Listen,
+		Resilience: cfg.Resilience,
+		Edge:       true, // its admin views go through its routes and their auth
+		Logger:     logger,
+		Tracer:     tp,
 	})}
 }
 
@@ -53,8 +59,11 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) setup(ctx context.Context) error {
 	n := s.node
-	transport := discovery.Transport(n.Balancer, otelhttp.NewTransport(n.Transport(),
+	var transport http.RoundTripper = discovery.Transport(n.Balancer, otelhttp.NewTransport(n.Transport(),
 		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator())))
+	if n.Policies != nil {
+		transport = n.Policies.ServiceTransport(transport)
+	}
 
 	// The key set refreshes in the background for as long as the gateway runs.
 	keysCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -82,6 +91,7 @@ func (s *Service) setup(ctx context.Context) error {
 	chaos := chaosHandler(n.Registry, direct)
 	self := map[string]http.Handler{
 		"/admin/services":                        servicesHandler(n.Registry, n.Balancer, direct),
+		"/admin/breakers":                        breakers(n),
 		"/admin/chaos/{service}/{instance}":      chaos,
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}
@@ -99,3 +109,15 @@ func (s *Service) Hook() runtime.Hook {
 
 // Addr is the gateway's listener address once started.
 func (s *Service) Addr() string { return s.node.Addr() }
+
+// breakers answers GET /admin/breakers with the gateway's own breakers, one
+// per service it calls (each instance of a service keeps its own, for its
+// own calls).
+func breakers(n *node.Node) http.Handler {
+	if n.Policies == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			web.Error(w, r, http.StatusNotFound, "the gateway runs without resilience policies")
+		})
+	}
+	return n.Policies.Handler()
+}

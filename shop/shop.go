@@ -44,6 +44,9 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
+	// Resilience is the policy file of synchronous calls; nil for the
+	// built-in deploy/resilience.yaml.
+	Resilience []byte
 	// SagaRetry, StepTimeout and DefaultSaga: see order.Config; zero values
 	// for the defaults.
 	SagaRetry, StepTimeout time.Duration
@@ -107,6 +110,9 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	if cfg.Routes == nil {
 		cfg.Routes = deploy.GatewayRoutes()
 	}
+	if cfg.Resilience == nil {
+		cfg.Resilience = deploy.Resilience()
+	}
 	routes, err := gateway.ParseConfig(cfg.Routes)
 	if err != nil {
 		return nil, err
@@ -161,6 +167,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		c := customer.New(customer.Config{
 			DSN:           storage.SQLiteDSN(cfg.DataDir, customer.Name),
 			BusURL:        url,
+			Resilience:    cfg.Resilience,
 			Issuer:        "mercato",
 			Audience:      "mercato",
 			AdminPassword: cfg.AdminPassword,
@@ -172,15 +179,17 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}
 	for range count(inventory.Name) {
 		hooks = append(hooks, inventory.New(inventory.Config{
-			DSN:    storage.SQLiteDSN(cfg.DataDir, inventory.Name),
-			BusURL: url,
-			Seed:   true,
+			DSN:        storage.SQLiteDSN(cfg.DataDir, inventory.Name),
+			BusURL:     url,
+			Resilience: cfg.Resilience,
+			Seed:       true,
 		}, logger(inventory.Name), tracer(inventory.Name)).Hook())
 	}
 	for range count(payment.Name) {
 		hooks = append(hooks, payment.New(payment.Config{
 			DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
 			BusURL:      url,
+			Resilience:  cfg.Resilience,
 			ProviderURL: s.provider.URL(),
 			Attempts:    cfg.PaymentAttempts,
 			Backoff:     cfg.PaymentBackoff,
@@ -190,6 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		hooks = append(hooks, order.New(order.Config{
 			DSN:           storage.SQLiteDSN(cfg.DataDir, order.Name),
 			BusURL:        url,
+			Resilience:    cfg.Resilience,
 			SagaRetry:     cfg.SagaRetry,
 			StepTimeout:   cfg.StepTimeout,
 			DefaultSaga:   cfg.DefaultSaga,
@@ -198,14 +208,16 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		}, logger(order.Name), tracer(order.Name)).Hook())
 	}
 	view := orderview.New(orderview.Config{
-		DSN:    storage.SQLiteDSN(cfg.DataDir, orderview.Name),
-		BusURL: url,
+		DSN:        storage.SQLiteDSN(cfg.DataDir, orderview.Name),
+		BusURL:     url,
+		Resilience: cfg.Resilience,
 	}, logger(orderview.Name), tracer(orderview.Name))
 	hooks = append(hooks, view.Hook())
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
-		BusURL: url,
-		Listen: cfg.Addr,
-		Routes: routes,
+		BusURL:     url,
+		Resilience: cfg.Resilience,
+		Listen:     cfg.Addr,
+		Routes:     routes,
 	}, logger(gateway.Name), tracer(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.

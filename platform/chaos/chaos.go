@@ -115,20 +115,11 @@ func (f *Faults) Middleware(next http.Handler) http.Handler {
 //
 // kill is called once, after the answer is sent.
 func (f *Faults) Routes(mux *http.ServeMux, kill func(ctx context.Context)) {
-	admin := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			caller, ok := web.CallerOf(r)
-			if !ok || !caller.HasRole("admin") {
-				web.Error(w, r, http.StatusForbidden, "chaos switches need the role admin")
-				return
-			}
-			h(w, r)
-		}
-	}
-	mux.HandleFunc("GET /admin/chaos", admin(func(w http.ResponseWriter, r *http.Request) {
+	admin := func(h http.HandlerFunc) http.Handler { return web.RequireRole("admin", h) }
+	mux.Handle("GET /admin/chaos", admin(func(w http.ResponseWriter, r *http.Request) {
 		web.WriteJSON(w, http.StatusOK, f.Get())
 	}))
-	mux.HandleFunc("PUT /admin/chaos", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("PUT /admin/chaos", admin(func(w http.ResponseWriter, r *http.Request) {
 		var in settingsJSON
 		if p := web.Decode(w, r, &in, 4<<10); p != nil {
 			web.WriteProblem(w, r, p)
@@ -151,7 +142,7 @@ func (f *Faults) Routes(mux *http.ServeMux, kill func(ctx context.Context)) {
 		web.WriteJSON(w, http.StatusOK, f.Get())
 	}))
 	var killed atomic.Bool
-	mux.HandleFunc("POST /admin/chaos/kill", admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /admin/chaos/kill", admin(func(w http.ResponseWriter, r *http.Request) {
 		if !killed.CompareAndSwap(false, true) {
 			web.Error(w, r, http.StatusConflict, "the instance is dying already")
 			return

@@ -24,6 +24,7 @@ import (
 	"github.com/mercato-shop/mercato/platform/discovery"
 	"github.com/mercato-shop/mercato/platform/inbox"
 	"github.com/mercato-shop/mercato/platform/outbox"
+	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/web"
@@ -40,8 +41,17 @@ type Config struct {
 	// DeadLetters is the stream where consumers put the messages they give
 	// up on; default DEADLETTER, shared by every service.
 	DeadLetters string
-	Logger      *slog.Logger
-	Tracer      trace.TracerProvider
+	// Resilience is a policy file (platform/resilience, deploy/resilience.yaml)
+	// guarding every call the node's clients make to other services; nil
+	// leaves calls unguarded.
+	Resilience []byte
+	// Edge marks the node whose listener faces clients (the gateway). It
+	// serves none of the internal admin routes (/admin/chaos,
+	// /admin/breakers): they trust identity headers, which on the edge
+	// anyone could send.
+	Edge   bool
+	Logger *slog.Logger
+	Tracer trace.TracerProvider
 }
 
 // Node is a running service instance. DB, Bus, Mux and Health are ready for
@@ -68,6 +78,9 @@ type Node struct {
 	// Faults are the instance's chaos switches (platform/chaos), off
 	// until set through its admin API or directly.
 	Faults *chaos.Faults
+	// Policies guard the calls of HTTPClient (nil without Config.Resilience);
+	// their breakers are this instance's own.
+	Policies *resilience.Policies
 	// transport pools connections for every client the node hands out.
 	transport *http.Transport
 	killed    atomic.Bool
@@ -189,6 +202,13 @@ func (n *Node) Tracer() trace.TracerProvider { return n.cfg.Tracer }
 // Start opens the database and the broker connection, runs setup, then
 // listens and registers. When any step fails, what was started is stopped.
 func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error) error {
+	if n.cfg.Resilience != nil && n.Policies == nil {
+		p, err := resilience.Load(n.cfg.Resilience, n.cfg.Logger)
+		if err != nil {
+			return fmt.Errorf("%s: resilience policies: %w", n.cfg.Service, err)
+		}
+		n.Policies = p
+	}
 	n.lc.Append(
 		runtime.Hook{Name: "database", Start: n.openDB, Stop: n.closeDB},
 		runtime.Hook{Name: "bus", Start: n.connectBus, Stop: func(context.Context) error { n.Bus.Close(); return nil }},
@@ -204,7 +224,12 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 		return errors.Join(fmt.Errorf("%s: setup: %w", n.cfg.Service, err), n.lc.Stop(ctx))
 	}
 	n.Health.Register(n.Mux)
-	n.Faults.Routes(n.Mux, n.Kill)
+	if !n.cfg.Edge {
+		n.Faults.Routes(n.Mux, n.Kill)
+		if n.Policies != nil {
+			n.Mux.Handle("GET /admin/breakers", web.RequireRole("admin", n.Policies.Handler()))
+		}
+	}
 	// Injected faults run inside the instrumentation, so traces and access
 	// logs show them like real ones.
 	n.server = runtime.NewHTTPServer(n.cfg.Listen, web.Instrument(n.Faults.Middleware(n.Mux), n.cfg.Tracer, n.cfg.Logger), n.cfg.Logger)
@@ -227,9 +252,15 @@ func (n *Node) Stop(ctx context.Context) error {
 }
 
 // HTTPClient returns a client for calls to other services by name,
-// "http://inventory/...": discovery picks a live instance for each request.
+// "http://inventory/...": discovery picks a live instance for each request,
+// under the service's resilience policies when the node has them.
 func (n *Node) HTTPClient() *http.Client {
-	return &http.Client{Transport: discovery.Transport(n.Balancer, n.transport)}
+	var t http.RoundTripper = discovery.Transport(n.Balancer, n.transport)
+	if n.Policies != nil {
+		// Above discovery, so that a retry is balanced again.
+		t = n.Policies.ServiceTransport(t)
+	}
+	return &http.Client{Transport: t}
 }
 
 // Transport is the node's pooled transport, for clients of hosts outside

@@ -41,6 +41,9 @@ type Config struct {
 	// AdminPassword sets the admin account's password; empty keeps an
 	// existing one, or generates one for a new account (see AdminPassword()).
 	AdminPassword string
+	// Resilience guards the service's calls to others: see
+	// node.Config.Resilience.
+	Resilience []byte
 }
 
 // Service is a running customer service.
@@ -62,6 +65,7 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 		BusURL:     cfg.BusURL,
 		Listen:     cfg.Listen,
 		Logger:     logger,
+		Resilience: cfg.Resilience,
 		Tracer:     tp,
 	})}
 }

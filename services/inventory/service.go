@@ -33,6 +33,9 @@ type Config struct {
 	Listen string
 	// Seed fills an empty catalog with adapters.Catalog.
 	Seed bool
+	// Resilience guards the service's calls to others: see
+	// node.Config.Resilience.
+	Resilience []byte
 }
 
 // Service is a running inventory service.
@@ -50,6 +53,7 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 		BusURL:     cfg.BusURL,
 		Listen:     cfg.Listen,
 		Logger:     logger,
+		Resilience: cfg.Resilience,
 		Tracer:     tp,
 	})}
 }

@@ -63,6 +63,9 @@ type Config struct {
 	// Heartbeat is how often an idle stream of order updates sends a
 	// comment, so proxies keep it open (default 15s).
 	Heartbeat time.Duration
+	// Resilience guards the service's calls to others: see
+	// node.Config.Resilience.
+	Resilience []byte
 }
 
 // Service is a running order service.
@@ -92,6 +95,7 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 		BusURL:     cfg.BusURL,
 		Listen:     cfg.Listen,
 		Logger:     logger,
+		Resilience: cfg.Resilience,
 		Tracer:     tp,
 	})}
 }

@@ -38,6 +38,9 @@ type Config struct {
 	DSN    string
 	BusURL string
 	Listen string
+	// Resilience guards the service's calls to others: see
+	// node.Config.Resilience.
+	Resilience []byte
 }
 
 // Service is a running orderview service.
@@ -55,6 +58,7 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 		BusURL:     cfg.BusURL,
 		Listen:     cfg.Listen,
 		Logger:     logger,
+		Resilience: cfg.Resilience,
 		Tracer:     tp,
 	})}
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// adapters.CommandConsumer's (20 attempts, exponential backoff).
 	Attempts int
 	Backoff  []time.Duration
+	// Resilience guards the service's calls to others: see
+	// node.Config.Resilience.
+	Resilience []byte
 }
 
 // Service is a running payment service.
@@ -68,6 +71,7 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 		BusURL:     cfg.BusURL,
 		Listen:     cfg.Listen,
 		Logger:     logger,
+		Resilience: cfg.Resilience,
 		Tracer:     tp,
 	})}
 }

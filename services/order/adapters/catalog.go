@@ -8,6 +8,7 @@ import (
 
 	inventoryv1 "github.com/mercato-shop/mercato/api/gen/inventory/v1"
 	"github.com/mercato-shop/mercato/api/gen/inventory/v1/inventoryv1connect"
+	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/services/order/app"
 	"github.com/mercato-shop/mercato/services/order/domain"
 )
@@ -20,7 +21,8 @@ type Catalog struct {
 
 // Products returns the known products among ids, by id.
 func (c *Catalog) Products(ctx context.Context, ids []string) (map[string]app.Product, error) {
-	resp, err := c.Client.ListProducts(ctx, connect.NewRequest(&inventoryv1.ListProductsRequest{Ids: ids}))
+	// A read: safe to send again when an attempt fails (platform/resilience).
+	resp, err := c.Client.ListProducts(resilience.Idempotent(ctx), connect.NewRequest(&inventoryv1.ListProductsRequest{Ids: ids}))
 	if err != nil {
 		return nil, fmt.Errorf("inventory ListProducts: %w", err)
 	}
