@@ -32,6 +32,6 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(upCmd(), loadCmd(), projectionsCmd())
+	root.AddCommand(upCmd(), loadCmd(), projectionsCmd(), chaosCmd())
 	return root
 }
