@@ -217,15 +217,26 @@ func (b *Bus) Subscribe(ctx context.Context, c Consumer, hs Handlers) (*Subscrip
 // createConsumer waits for a stream that does not exist yet: its owner
 // declares it when it starts, and services may start in any order.
 func (b *Bus) createConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	for {
-		cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	return awaitStream(ctx, b, stream, func() (jetstream.Consumer, error) {
+		return b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	})
+}
+
+// awaitStream calls create until it stops failing for want of stream,
+// which its owner declares when it starts, or until ctx ends.
+func awaitStream[C any](ctx context.Context, b *Bus, stream string, create func() (C, error)) (C, error) {
+	for waited := false; ; waited = true {
+		c, err := create()
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return cons, err
+			return c, err
 		}
-		b.log.InfoContext(ctx, "waiting for the stream's owner to declare it", "stream", stream)
+		if !waited {
+			b.log.InfoContext(ctx, "waiting for the stream's owner to declare it", "stream", stream)
+		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %w", err, ctx.Err())
+			var zero C
+			return zero, fmt.Errorf("%w: %w", err, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

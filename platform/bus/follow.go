@@ -147,18 +147,9 @@ func (f Follow) next(ctx context.Context, it jetstream.MessagesContext) ([]Recor
 // orderedConsumer creates the consumer, waiting for a stream that its owner
 // has not declared yet.
 func (b *Bus) orderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	for {
-		cons, err := b.js.OrderedConsumer(ctx, stream, cfg)
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return cons, err
-		}
-		b.log.DebugContext(ctx, "waiting for the stream's owner to declare it", "stream", stream)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	return awaitStream(ctx, b, stream, func() (jetstream.Consumer, error) {
+		return b.js.OrderedConsumer(ctx, stream, cfg)
+	})
 }
 
 func record(msg jetstream.Msg) (Record, error) {
