@@ -2,11 +2,9 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -28,15 +26,8 @@ from MERCATO_ADMIN_PASSWORD). INSTANCE is an instance id from
   mercato chaos set inventory any --error-rate 0.5 --latency 200ms
   mercato chaos set inventory any                 # switches off
   mercato chaos kill payment any                  # as a crash: no goodbye`,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			cfg.password = os.Getenv("MERCATO_ADMIN_PASSWORD")
-			if cfg.password == "" {
-				return errors.New("set MERCATO_ADMIN_PASSWORD to the admin account's password")
-			}
-			return nil
-		},
 	}
-	cmd.PersistentFlags().StringVar(&cfg.url, "url", "http://localhost:8080", "the gateway of the shop")
+	cfg.register(cmd)
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -71,11 +62,7 @@ from MERCATO_ADMIN_PASSWORD). INSTANCE is an instance id from
 		Short: "Set an instance's error rate and added latency (both off when not given)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loginAdmin(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			id, err := resolveInstance(cmd, c, args[0], args[1])
+			c, id, err := instanceOf(cmd, cfg, args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -99,11 +86,7 @@ from MERCATO_ADMIN_PASSWORD). INSTANCE is an instance id from
 		Short: "Kill an instance: it stops heartbeating and its listener closes",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := loginAdmin(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			id, err := resolveInstance(cmd, c, args[0], args[1])
+			c, id, err := instanceOf(cmd, cfg, args[0], args[1])
 			if err != nil {
 				return err
 			}
@@ -142,23 +125,27 @@ func instances(cmd *cobra.Command, c *adminClient) ([]serviceInstances, error) {
 	return out.Services, nil
 }
 
-// resolveInstance checks that instance is a live instance of service, or
-// picks the first one for "any".
-func resolveInstance(cmd *cobra.Command, c *adminClient, service, instance string) (string, error) {
+// instanceOf logs in and checks that instance is a live instance of
+// service, or picks the first one for "any".
+func instanceOf(cmd *cobra.Command, cfg adminConfig, service, instance string) (*adminClient, string, error) {
+	c, err := loginAdmin(cmd.Context(), cfg)
+	if err != nil {
+		return nil, "", err
+	}
 	services, err := instances(cmd, c)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	i := slices.IndexFunc(services, func(s serviceInstances) bool { return s.Name == service })
 	if i < 0 || len(services[i].Instances) == 0 {
-		return "", fmt.Errorf("no live instance of %q", service)
+		return nil, "", fmt.Errorf("no live instance of %q", service)
 	}
 	for _, inst := range services[i].Instances {
 		if instance == "any" || inst.Instance.ID == instance {
-			return inst.Instance.ID, nil
+			return c, inst.Instance.ID, nil
 		}
 	}
-	return "", fmt.Errorf("%q is not a live instance of %s (see mercato chaos list)", instance, service)
+	return nil, "", fmt.Errorf("%q is not a live instance of %s (see mercato chaos list)", instance, service)
 }
 
 func chaosPath(service, id string) string {

@@ -37,15 +37,8 @@ account (admin@mercato.local, password from MERCATO_ADMIN_PASSWORD).
 
 The read models (orderview: the order list; analytics: the statistics) are
 built from the event streams; each keeps a checkpoint per stream.`,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			cfg.password = os.Getenv("MERCATO_ADMIN_PASSWORD")
-			if cfg.password == "" {
-				return errors.New("set MERCATO_ADMIN_PASSWORD to the admin account's password")
-			}
-			return nil
-		},
 	}
-	cmd.PersistentFlags().StringVar(&cfg.url, "url", "http://localhost:8080", "the gateway of the shop")
+	cfg.register(cmd)
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -138,6 +131,19 @@ func (p projectionStatus) streams() string {
 		parts[i] = fmt.Sprintf("%s %d/%d", s.Stream, s.Checkpoint, s.LastSequence)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// register adds --url to cmd and its subcommands, and reads the admin
+// password from the environment before any of them runs.
+func (cfg *adminConfig) register(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&cfg.url, "url", "http://localhost:8080", "the gateway of the shop")
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error {
+		cfg.password = os.Getenv("MERCATO_ADMIN_PASSWORD")
+		if cfg.password == "" {
+			return errors.New("set MERCATO_ADMIN_PASSWORD to the admin account's password")
+		}
+		return nil
+	}
 }
 
 // adminClient calls the gateway with the admin's access token.
