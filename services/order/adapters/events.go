@@ -39,6 +39,38 @@ type lineData struct {
 	UnitPrice moneyData `json:"unit_price"`
 }
 
+func toMoneyData(m domain.Money) moneyData { return moneyData{m.Amount, m.Currency} }
+
+func (m moneyData) money() domain.Money { return domain.Money{Amount: m.Amount, Currency: m.Currency} }
+
+func toLineData(ls []domain.Line) []lineData {
+	out := make([]lineData, len(ls))
+	for i, l := range ls {
+		out[i] = lineData{l.ProductID, l.Name, l.Quantity, toMoneyData(l.UnitPrice)}
+	}
+	return out
+}
+
+func fromLineData(items []lineData) []domain.Line {
+	out := make([]domain.Line, len(items))
+	for i, it := range items {
+		out[i] = domain.Line{ProductID: it.ProductID, Name: it.Name, Quantity: it.Quantity, UnitPrice: it.UnitPrice.money()}
+	}
+	return out
+}
+
+// decodeEvents decodes stored events in order.
+func decodeEvents(stored []eventstore.Event) ([]domain.Event, error) {
+	out := make([]domain.Event, len(stored))
+	for i, se := range stored {
+		var err error
+		if out[i], err = decodeEvent(se); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // createdData is order.created, schema 2.
 type createdData struct {
 	CustomerID string     `json:"customer_id"`
@@ -95,11 +127,7 @@ func encodeEvent(orderID string, e domain.Event) (eventstore.NewEvent, error) {
 	)
 	switch e := e.(type) {
 	case domain.OrderCreated:
-		d := createdData{CustomerID: e.CustomerID, Total: moneyData{e.Total.Amount, e.Total.Currency}, Saga: e.Saga}
-		for _, l := range e.Lines {
-			d.Items = append(d.Items, lineData{l.ProductID, l.Name, l.Quantity, moneyData{l.UnitPrice.Amount, l.UnitPrice.Currency}})
-		}
-		payload, schema = d, schemaCreated
+		payload, schema = createdData{CustomerID: e.CustomerID, Items: toLineData(e.Lines), Total: toMoneyData(e.Total), Saga: e.Saga}, schemaCreated
 	case domain.OrderConfirmed:
 		payload, schema = struct{}{}, schemaConfirmed
 	case domain.OrderCancelled:
@@ -132,13 +160,8 @@ func decodeEvent(se eventstore.Event) (domain.Event, error) {
 		if err := json.Unmarshal(se.Data, &d); err != nil {
 			return fail(err)
 		}
-		lines := make([]domain.Line, len(d.Items))
-		for i, it := range d.Items {
-			lines[i] = domain.Line{ProductID: it.ProductID, Name: it.Name, Quantity: it.Quantity,
-				UnitPrice: domain.Money{Amount: it.UnitPrice.Amount, Currency: it.UnitPrice.Currency}}
-		}
-		return domain.OrderCreated{CustomerID: d.CustomerID, Lines: lines, Saga: d.Saga, At: at,
-			Total: domain.Money{Amount: d.Total.Amount, Currency: d.Total.Currency}}, nil
+		return domain.OrderCreated{CustomerID: d.CustomerID, Lines: fromLineData(d.Items), Saga: d.Saga, At: at,
+			Total: d.Total.money()}, nil
 	case domain.TypeConfirmed:
 		return domain.OrderConfirmed{At: at}, nil
 	case domain.TypeCancelled:
@@ -161,20 +184,22 @@ func decodeEvent(se eventstore.Event) (domain.Event, error) {
 // schema is ignored and the order replayed from its events.
 const snapshotSchema = 1
 
+type shipmentData struct {
+	ID             string    `json:"id"`
+	TrackingNumber string    `json:"tracking_number"`
+	ShippedAt      time.Time `json:"shipped_at"`
+}
+
 type snapshotData struct {
-	CustomerID string     `json:"customer_id"`
-	Status     string     `json:"status"`
-	Reason     string     `json:"reason,omitempty"`
-	Items      []lineData `json:"items"`
-	Total      moneyData  `json:"total"`
-	Saga       string     `json:"saga"`
-	Shipment   *struct {
-		ID             string    `json:"id"`
-		TrackingNumber string    `json:"tracking_number"`
-		ShippedAt      time.Time `json:"shipped_at"`
-	} `json:"shipment,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	CustomerID string        `json:"customer_id"`
+	Status     string        `json:"status"`
+	Reason     string        `json:"reason,omitempty"`
+	Items      []lineData    `json:"items"`
+	Total      moneyData     `json:"total"`
+	Saga       string        `json:"saga"`
+	Shipment   *shipmentData `json:"shipment,omitempty"`
+	CreatedAt  time.Time     `json:"created_at"`
+	UpdatedAt  time.Time     `json:"updated_at"`
 }
 
 // micro is t as the event store keeps times, so an order read from a
@@ -183,16 +208,9 @@ func micro(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 func encodeSnapshot(o *domain.Order) (eventstore.Snapshot, error) {
 	d := snapshotData{CustomerID: o.CustomerID(), Status: string(o.Status()), Reason: o.Reason(), Saga: o.Saga(),
-		Total: moneyData{o.Total().Amount, o.Total().Currency}, CreatedAt: micro(o.CreatedAt()), UpdatedAt: micro(o.UpdatedAt())}
-	for _, l := range o.Lines() {
-		d.Items = append(d.Items, lineData{l.ProductID, l.Name, l.Quantity, moneyData{l.UnitPrice.Amount, l.UnitPrice.Currency}})
-	}
+		Items: toLineData(o.Lines()), Total: toMoneyData(o.Total()), CreatedAt: micro(o.CreatedAt()), UpdatedAt: micro(o.UpdatedAt())}
 	if sh := o.Shipment(); sh.ID != "" {
-		d.Shipment = &struct {
-			ID             string    `json:"id"`
-			TrackingNumber string    `json:"tracking_number"`
-			ShippedAt      time.Time `json:"shipped_at"`
-		}{sh.ID, sh.TrackingNumber, micro(sh.ShippedAt)}
+		d.Shipment = &shipmentData{sh.ID, sh.TrackingNumber, micro(sh.ShippedAt)}
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
@@ -209,15 +227,10 @@ func decodeSnapshot(s eventstore.Snapshot) (*domain.Order, bool, error) {
 	if err := json.Unmarshal(s.Data, &d); err != nil {
 		return nil, false, fmt.Errorf("decode snapshot of order %s: %w", s.Stream, err)
 	}
-	lines := make([]domain.Line, len(d.Items))
-	for i, it := range d.Items {
-		lines[i] = domain.Line{ProductID: it.ProductID, Name: it.Name, Quantity: it.Quantity,
-			UnitPrice: domain.Money{Amount: it.UnitPrice.Amount, Currency: it.UnitPrice.Currency}}
-	}
 	var sh domain.Shipment
 	if d.Shipment != nil {
 		sh = domain.Shipment{ID: d.Shipment.ID, TrackingNumber: d.Shipment.TrackingNumber, ShippedAt: d.Shipment.ShippedAt}
 	}
-	return domain.Restore(s.Stream, d.CustomerID, domain.Status(d.Status), d.Reason, lines,
-		domain.Money{Amount: d.Total.Amount, Currency: d.Total.Currency}, d.Saga, sh, s.Version, d.CreatedAt, d.UpdatedAt), true, nil
+	return domain.Restore(s.Stream, d.CustomerID, domain.Status(d.Status), d.Reason, fromLineData(d.Items),
+		d.Total.money(), d.Saga, sh, s.Version, d.CreatedAt, d.UpdatedAt), true, nil
 }

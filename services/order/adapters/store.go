@@ -161,11 +161,9 @@ func (s *Store) load(ctx context.Context, tx *sql.Tx, id string, upTo int64) (*d
 	if err != nil {
 		return nil, err
 	}
-	events := make([]domain.Event, len(stored))
-	for i, se := range stored {
-		if events[i], err = decodeEvent(se); err != nil {
-			return nil, err
-		}
+	events, err := decodeEvents(stored)
+	if err != nil {
+		return nil, err
 	}
 	return domain.Replay(id, from, events)
 }
@@ -480,11 +478,9 @@ func (s *Store) States(ctx context.Context, id string, after int64) ([]*domain.O
 	if err != nil {
 		return nil, err
 	}
-	events := make([]domain.Event, len(stored))
-	for i, se := range stored {
-		if events[i], err = decodeEvent(se); err != nil {
-			return nil, err
-		}
+	events, err := decodeEvents(stored)
+	if err != nil {
+		return nil, err
 	}
 	var out []*domain.Order
 	for v := after + 1; v <= int64(len(events)); v++ {
