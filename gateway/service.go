@@ -88,10 +88,11 @@ func (s *Service) setup(ctx context.Context) error {
 	}
 	n.Append(runtime.Hook{Name: "token keys", Stop: func(context.Context) error { cancel(); return nil }})
 	direct := &http.Client{Transport: n.Transport(), Timeout: 10 * time.Second}
-	chaos := chaosHandler(n.Registry, direct)
+	chaos := instanceHandler(n.Registry, direct, chaosPath)
 	self := map[string]http.Handler{
 		"/admin/services":                        servicesHandler(n.Registry, n.Balancer, direct),
 		"/admin/breakers":                        breakers(n),
+		"/admin/breakers/{service}/{instance}":   instanceHandler(n.Registry, direct, breakersPath),
 		"/admin/chaos/{service}/{instance}":      chaos,
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}

@@ -158,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		broker.Shutdown()
 		return nil, err
 	}
-	s.lc.Append(runtime.Hook{Name: "paysim", Stop: s.provider.Stop})
+	s.lc.Append(runtime.Hook{Name: "paysim", Stop: s.provider.Stop}, announceProvider(url, s.provider.Addr(), logger("paysim")))
 
 	// Replicas start one after the other: the first migrates and seeds,
 	// the others find it done.
@@ -302,6 +302,46 @@ func portOf(url string) int {
 	}
 	p, _ := strconv.Atoi(u.Port())
 	return p
+}
+
+// ProviderService is the name the simulated payment provider has in
+// discovery.
+const ProviderService = "paysim"
+
+// announceProvider registers the simulated provider in discovery, so that
+// the gateway and `mercato chaos` reach its fault switches as they reach
+// any instance's. It is the demo's stand-in for the outside world: payment
+// still calls it by URL, as it would a real provider, which no registry of
+// the shop would list.
+func announceProvider(url, addr string, logger *slog.Logger) runtime.Hook {
+	var stop func(context.Context) error
+	return runtime.Hook{
+		Name: "paysim registration",
+		Start: func(ctx context.Context) error {
+			b, err := bus.Connect(ctx, bus.Config{URL: url, Source: ProviderService, Logger: logger})
+			if err != nil {
+				return err
+			}
+			reg, err := discovery.NewRegistry(ctx, b.JetStream(), discovery.Config{Logger: logger})
+			if err != nil {
+				b.Close()
+				return err
+			}
+			deregister, err := reg.Register(context.WithoutCancel(ctx), discovery.Instance{Service: ProviderService, Addr: addr})
+			if err != nil {
+				reg.Close()
+				b.Close()
+				return err
+			}
+			stop = func(ctx context.Context) error {
+				defer b.Close()
+				defer reg.Close()
+				return deregister(ctx)
+			}
+			return nil
+		},
+		Stop: func(ctx context.Context) error { return stop(ctx) },
+	}
 }
 
 func forgetInstances(ctx context.Context, url string) error {

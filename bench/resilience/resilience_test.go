@@ -4,6 +4,7 @@
 package resilience
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -75,4 +76,40 @@ func BenchmarkBareHTTP(b *testing.B) {
 func BenchmarkGuardedHTTP(b *testing.B) {
 	addr, t := loopback(b)
 	run(b, policies(b).Transport("inventory", t), "http://"+addr+"/")
+}
+
+// failing answers every call with a 500.
+type failing struct{}
+
+func (failing) RoundTrip(*http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: http.StatusInternalServerError, Body: http.NoBody, Header: http.Header{}}, nil
+}
+
+// A call while the breaker is open: how fast it fails. POSTs are not
+// retried, so five failing ones open the shipped default breaker (five
+// failures in a row) at once.
+func BenchmarkOpenBreaker(b *testing.B) {
+	rt := policies(b).Transport("inventory", failing{})
+	post := func() error {
+		req, err := http.NewRequest(http.MethodPost, "http://inventory/api/orders", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	for range 5 {
+		if err := post(); err != nil {
+			b.Fatalf("opening the breaker: %v", err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := post(); !errors.Is(err, resilience.ErrOpen) {
+			b.Fatalf("%v, want the breaker open", err)
+		}
+	}
 }

@@ -21,10 +21,13 @@ func chaosCmd() *cobra.Command {
 its gateway's admin API, as the admin account (admin@mercato.local, password
 from MERCATO_ADMIN_PASSWORD). INSTANCE is an instance id from
 'mercato chaos list', or "any" for the first instance of the service.
+SERVICE may also be paysim, the simulated payment provider: its error rate
+fails charges and refunds, its latency delays every call.
 
   mercato chaos list
   mercato chaos set inventory any --error-rate 0.5 --latency 200ms
   mercato chaos set inventory any                 # switches off
+  mercato chaos set paysim any --error-rate 1     # the payment provider fails
   mercato chaos kill payment any                  # as a crash: no goodbye`,
 	}
 	cfg.register(cmd)

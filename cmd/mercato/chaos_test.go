@@ -60,6 +60,22 @@ func TestChaos_SwitchesThroughTheGateway(t *testing.T) {
 	if _, err := runMercato(t, "chaos", "set", "inventory", "any", "--error-rate", "2", "--url", url); err == nil {
 		t.Fatal("an error rate of 2 was accepted")
 	}
+	// The payment provider's simulator speaks the same switches: its
+	// charges fail.
+	if out, err := runMercato(t, "chaos", "set", shop.ProviderService, "any", "--error-rate", "1", "--url", url); err != nil || !strings.Contains(out, "error rate 1") {
+		t.Fatalf("set provider: %v\n%s", err, out)
+	}
+	req, _ := http.NewRequest("POST", s.Provider().URL()+"/v1/charges", strings.NewReader(`{"amount":"1.00","currency":"eur","source":"tok_ok"}`))
+	req.Header.Set("Idempotency-Key", "chaos-test")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || s.Provider().Captures() != 0 {
+		t.Fatalf("a charge with the provider failing: %d, %d captures", resp.StatusCode, s.Provider().Captures())
+	}
+
 	out, err = runMercato(t, "chaos", "kill", "payment", "any", "--url", url)
 	if err != nil || !strings.Contains(out, "killed") {
 		t.Fatalf("kill: %v\n%s", err, out)

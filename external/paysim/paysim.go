@@ -13,7 +13,11 @@
 // POSTs require an Idempotency-Key header. Sources: tok_ok succeeds,
 // tok_decline is declined (402 card_declined), tok_error always fails with
 // 500 processing_error. Fault switches (SetFailureRate, SetLatency) and
-// counters (Captures, Refunds) serve tests and demos.
+// counters (Captures, Refunds) serve tests and demos; the switches are also
+// served in the chaos contract every mercato instance speaks (GET and PUT
+// /admin/chaos, platform/chaos), so the gateway and `mercato chaos` reach
+// them once the simulator is registered in discovery: error_rate is the
+// failure rate of charges and refunds, latency delays every request.
 //
 // State is kept in memory: it is a fake of someone else's system.
 package paysim
@@ -34,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/chaos"
 	"github.com/mercato-shop/mercato/platform/runtime"
 )
 
@@ -66,16 +71,15 @@ type Config struct {
 type Simulator struct {
 	mux    *http.ServeMux
 	server *runtime.HTTPServer
+	faults chaos.Faults
 
 	// mu guards everything below. A request holds it while it does its work,
 	// so two requests with one idempotency key never both do it.
-	mu          sync.Mutex
-	charges     map[string]*charge
-	saved       map[string]savedResponse // by idempotency key
-	failureRate float64
-	latency     time.Duration
-	captures    int
-	refunds     int
+	mu       sync.Mutex
+	charges  map[string]*charge
+	saved    map[string]savedResponse // by idempotency key
+	captures int
+	refunds  int
 }
 
 type charge struct {
@@ -109,6 +113,12 @@ func New(cfg Config) *Simulator {
 	s.mux.HandleFunc("POST /v1/charges", s.createCharge)
 	s.mux.HandleFunc("GET /v1/charges/{id}", s.getCharge)
 	s.mux.HandleFunc("POST /v1/refunds", s.createRefund)
+	s.faults.Routes(s.mux, nil)
+	ok := func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+	s.mux.HandleFunc("GET /healthz", ok)
+	s.mux.HandleFunc("GET /readyz", ok)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apiError{Type: "invalid_request_error", Code: "resource_missing",
 			Message: "Unrecognized request URL (" + r.Method + " " + r.URL.Path + ")."})
@@ -136,6 +146,9 @@ func (s *Simulator) Hook() runtime.Hook {
 	return runtime.Hook{Name: "paysim", Start: s.Start, Stop: s.Stop}
 }
 
+// Addr is the listener's host:port once started.
+func (s *Simulator) Addr() string { return s.server.Addr() }
+
 // URL is the base URL (http://host:port) once started, or "".
 func (s *Simulator) URL() string {
 	if s.server.Addr() == "" {
@@ -147,17 +160,17 @@ func (s *Simulator) URL() string {
 // SetFailureRate makes that fraction (0 to 1) of charge and refund requests
 // answer 500 processing_error before doing anything.
 func (s *Simulator) SetFailureRate(rate float64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failureRate = min(max(rate, 0), 1)
+	f := s.faults.Get()
+	f.ErrorRate = min(max(rate, 0), 1)
+	_ = s.faults.Set(f) // valid once clamped
 }
 
 // SetLatency delays every request by d; a request canceled meanwhile does
 // nothing.
 func (s *Simulator) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = max(d, 0)
+	f := s.faults.Get()
+	f.Latency = min(max(d, 0), chaos.MaxLatency)
+	_ = s.faults.Set(f)
 }
 
 // Captures counts the charges that captured money; replays of a key do not count.
@@ -204,9 +217,8 @@ func processingError() apiError {
 // admit applies the fault switches: the latency, then the failure rate. It
 // reports false when the request must stop here (answered, or gone).
 func (s *Simulator) admit(w http.ResponseWriter, r *http.Request, faulty bool) bool {
-	s.mu.Lock()
-	latency, rate := s.latency, s.failureRate
-	s.mu.Unlock()
+	f := s.faults.Get()
+	latency, rate := f.Latency, f.ErrorRate
 	if latency > 0 {
 		t := time.NewTimer(latency)
 		defer t.Stop()

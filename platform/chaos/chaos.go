@@ -113,7 +113,8 @@ func (f *Faults) Middleware(next http.Handler) http.Handler {
 //	PUT  /admin/chaos       {"error_rate":0.5,"latency":"200ms"}
 //	POST /admin/chaos/kill  202, then the instance dies as in a crash
 //
-// kill is called once, after the answer is sent.
+// kill is called once, after the answer is sent; nil leaves the kill route
+// out.
 func (f *Faults) Routes(mux *http.ServeMux, kill func(ctx context.Context)) {
 	admin := func(h http.HandlerFunc) http.Handler { return web.RequireRole("admin", h) }
 	mux.Handle("GET /admin/chaos", admin(func(w http.ResponseWriter, r *http.Request) {
@@ -141,6 +142,9 @@ func (f *Faults) Routes(mux *http.ServeMux, kill func(ctx context.Context)) {
 		_ = f.Set(s)
 		web.WriteJSON(w, http.StatusOK, f.Get())
 	}))
+	if kill == nil {
+		return
+	}
 	var killed atomic.Bool
 	mux.Handle("POST /admin/chaos/kill", admin(func(w http.ResponseWriter, r *http.Request) {
 		if !killed.CompareAndSwap(false, true) {

@@ -34,6 +34,9 @@ import (
 // Name is the service's name in discovery.
 const Name = "payment"
 
+// ProviderTarget names the provider's policies in the resilience file.
+const ProviderTarget = "payment-provider"
+
 // Config configures the payment service.
 type Config struct {
 	DSN    string
@@ -41,7 +44,7 @@ type Config struct {
 	Listen string
 	// ProviderURL is the payment provider's base URL (paysim), required.
 	ProviderURL string
-	// ProviderTimeout bounds one provider call; default 5s.
+	// ProviderTimeout bounds one provider call, retries included; default 5s.
 	ProviderTimeout time.Duration
 	// Attempts and Backoff bound the retries of a payment-processing
 	// command before it goes to the dead letters; zero values keep
@@ -88,9 +91,14 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) setup(ctx context.Context) error {
 	n := s.node
 	store := adapters.NewStore(n.DB, n.Outbox)
-	// Calls to the provider are traced like any outgoing request.
-	client := &http.Client{Transport: otelhttp.NewTransport(n.Transport(),
-		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator()))}
+	// Calls to the provider are traced like any outgoing request, each
+	// attempt a span, under the payment-provider policies.
+	var transport http.RoundTripper = otelhttp.NewTransport(n.Transport(),
+		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator()))
+	if n.Policies != nil {
+		transport = n.Policies.Transport(ProviderTarget, transport)
+	}
+	client := &http.Client{Transport: transport}
 	provider := adapters.NewProvider(s.cfg.ProviderURL, client, s.cfg.ProviderTimeout)
 
 	for _, st := range []bus.Stream{adapters.EventStream(), adapters.CommandStream()} {

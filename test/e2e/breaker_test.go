@@ -16,15 +16,26 @@ type breakerJSON struct {
 	Counts struct {
 		Attempts     uint64 `json:"attempts"`
 		RejectedOpen uint64 `json:"rejected_open"`
+		RejectedFull uint64 `json:"rejected_full"`
+		Opened       uint64 `json:"opened"`
+		Closed       uint64 `json:"closed"`
 	} `json:"counts"`
 }
 
+// breaker is the gateway's breaker for target.
 func (c client) breaker(admin, target string) breakerJSON {
+	c.t.Helper()
+	return c.breakerAt(admin, "/admin/breakers", target)
+}
+
+// breakerAt reads target's breaker from the breakers at path: the
+// gateway's, or /admin/breakers/{service}/{instance} for an instance's.
+func (c client) breakerAt(admin, path, target string) breakerJSON {
 	c.t.Helper()
 	var got struct {
 		Breakers []breakerJSON `json:"breakers"`
 	}
-	r := c.do("GET", "/admin/breakers", admin, nil)
+	r := c.do("GET", path, admin, nil)
 	if r.status != http.StatusOK {
 		c.t.Fatalf("breakers: %d %s", r.status, r.body)
 	}

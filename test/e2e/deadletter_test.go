@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/mercato-shop/mercato/deploy"
 	"github.com/mercato-shop/mercato/platform/bus"
 	"github.com/mercato-shop/mercato/shop"
 )
@@ -34,6 +35,18 @@ func (c client) deadLetters(admin string) []deadLetterJSON {
 	return out.DeadLetters
 }
 
+// withoutProviderBreaker runs the shop with the shipped policies but a
+// provider breaker that never opens, for tests of what happens without it:
+// TestShop_ProviderBreakerCancelsOrdersAndRecovers shows what it does.
+func withoutProviderBreaker(t *testing.T) func(*shop.Config) {
+	t.Helper()
+	policies := strings.Replace(string(deploy.Resilience()), "min_calls: 10", "min_calls: 1000000", 1)
+	if policies == string(deploy.Resilience()) {
+		t.Fatal("the shipped policy file has no provider min_calls of 10 to raise")
+	}
+	return func(cfg *shop.Config) { cfg.Resilience = []byte(policies) }
+}
+
 func (c client) admin() string {
 	c.t.Helper()
 	var tok token
@@ -45,7 +58,9 @@ func (c client) admin() string {
 // letters with their reasons; the queue keeps flowing; replayed once the
 // fault is fixed, the failed charge settles its order.
 func TestShop_DeadLettersAndReplay(t *testing.T) {
-	s, c := startShop(t, t.TempDir(), func(cfg *shop.Config) {
+	// The provider's breaker would fail the replayed charge fast: this test
+	// is about the retries that end in the dead letters.
+	s, c := startShop(t, t.TempDir(), withoutProviderBreaker(t), func(cfg *shop.Config) {
 		cfg.PaymentAttempts = 3
 		cfg.PaymentBackoff = []time.Duration{10 * time.Millisecond}
 		cfg.SagaRetry = time.Hour // only the replay may bring the charge back

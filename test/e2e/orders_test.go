@@ -31,6 +31,7 @@ type paymentJSON struct {
 	ID      string `json:"id"`
 	OrderID string `json:"order_id"`
 	Status  string `json:"status"`
+	Reason  string `json:"reason"`
 	Amount  struct {
 		Amount int64 `json:"amount"`
 	} `json:"amount"`

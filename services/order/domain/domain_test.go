@@ -282,3 +282,35 @@ func TestSaga_Choreographed(t *testing.T) {
 		t.Fatalf("a stalled choreography is compensated by command: %#v", next)
 	}
 }
+
+// payment.failed's reason picks the order's: a provider that was down is
+// not a declined card, in either saga.
+func TestSaga_PaymentUnavailableIsNotADecline(t *testing.T) {
+	for _, mode := range []string{Orchestrated, Choreographed} {
+		for reason, want := range map[string]string{
+			PaymentProviderUnavailable: ReasonPaymentUnavailable,
+			"payment_declined":         ReasonPaymentDeclined,
+			"":                         ReasonPaymentDeclined,
+		} {
+			base := newOrder(t)
+			o := Restore(base.ID(), "c1", Pending, "", base.Lines(), base.Total(), mode, Shipment{}, 1, base.CreatedAt(), base.UpdatedAt())
+			s := NewSaga(o, "tok_ok", time.Now(), stepTimeout)
+			if mode == Orchestrated {
+				if _, _, err := s.Handle(o, Reply{Kind: StockReserved}, time.Now(), stepTimeout); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, _, err := s.Handle(o, Reply{Kind: PaymentFailed, Reason: reason}, time.Now(), stepTimeout); err != nil {
+				t.Fatal(err)
+			}
+			if mode == Orchestrated { // the stock comes back first
+				if _, _, err := s.Handle(o, Reply{Kind: StockReleased}, time.Now(), stepTimeout); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if o.Status() != Cancelled || o.Reason() != want {
+				t.Errorf("%s, payment.failed %q: %s %q, want CANCELLED %q", mode, reason, o.Status(), o.Reason(), want)
+			}
+		}
+	}
+}

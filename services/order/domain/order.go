@@ -31,7 +31,10 @@ const (
 // Reasons an order is cancelled.
 const (
 	ReasonPaymentDeclined = "payment_declined"
-	ReasonOutOfStock      = "out_of_stock"
+	// ReasonPaymentUnavailable: the payment provider was down and the
+	// charge was never made; the customer may order again later.
+	ReasonPaymentUnavailable = "payment_unavailable"
+	ReasonOutOfStock         = "out_of_stock"
 )
 
 // Saga modes.

@@ -146,6 +146,18 @@ const (
 	PaymentRefunded  ReplyKind = "payment.refunded"
 )
 
+// PaymentProviderUnavailable is payment.failed's reason when the payment
+// provider was down and the charge was never sent.
+const PaymentProviderUnavailable = "provider_unavailable"
+
+// paymentFailure is the order's cancel reason for payment.failed's reason.
+func paymentFailure(reason string) string {
+	if reason == PaymentProviderUnavailable {
+		return ReasonPaymentUnavailable
+	}
+	return ReasonPaymentDeclined
+}
+
 // Pending are the commands of the current step: sent when the step begins,
 // and sent again when the saga resumes after a restart or a lost message.
 // Participants handle commands idempotently, so a repeat is harmless.
@@ -187,14 +199,14 @@ func (s *Saga) Handle(o *Order, r Reply, now time.Time, stepTimeout time.Duratio
 		return nil, true, o.Confirm(now)
 	case s.step == Charging && r.Kind == PaymentFailed:
 		// Nothing was captured; compensate the reservation.
-		s.compensate(ReasonPaymentDeclined, now, AwaitRelease)
+		s.compensate(paymentFailure(r.Reason), now, AwaitRelease)
 	// Choreography: the same outcomes and reasons, read from the events.
 	case s.step == Reacting && r.Kind == StockReserved:
 		s.advance(Done, now, 0)
 		return nil, true, o.Confirm(now)
 	case s.step == Reacting && r.Kind == PaymentFailed:
 		s.advance(Done, now, 0)
-		return nil, true, o.Cancel(ReasonPaymentDeclined, now)
+		return nil, true, o.Cancel(paymentFailure(r.Reason), now)
 	case s.step == Reacting && r.Kind == StockFailed:
 		// Payment refunds on the same event; the order waits for it.
 		s.cancelReason, s.awaiting = ReasonOutOfStock, []string{AwaitRefund}

@@ -4,16 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/services/payment/domain"
 )
 
-// DefaultProviderTimeout bounds one call to the provider.
+// DefaultProviderTimeout bounds one call to the provider, with the retries
+// its client's policies make.
 const DefaultProviderTimeout = 5 * time.Second
 
 // Provider is the anti-corruption layer in front of the external payment
@@ -148,10 +153,15 @@ func (c *Provider) Refund(ctx context.Context, p *domain.Payment) (string, error
 }
 
 // post sends one request within the call timeout. A transport failure or
-// timeout wraps domain.ErrProviderUnavailable.
+// timeout wraps domain.ErrProviderUnavailable; the client's circuit breaker
+// open before anything was sent wraps domain.ErrProviderDown too.
 func (c *Provider) post(ctx context.Context, path, key string, req any) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	// Whether any attempt (the client may retry) wrote its request: once
+	// one did, the provider may have acted on it.
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
 	payload, err := json.Marshal(req)
 	if err != nil {
 		return 0, nil, err
@@ -164,6 +174,9 @@ func (c *Provider) post(ctx context.Context, path, key string, req any) (int, []
 	r.Header.Set("Idempotency-Key", key)
 	resp, err := c.client.Do(r)
 	if err != nil {
+		if errors.Is(err, resilience.ErrOpen) && !sent.Load() {
+			return 0, nil, fmt.Errorf("%w: %w: %w", domain.ErrProviderUnavailable, domain.ErrProviderDown, err)
+		}
 		return 0, nil, fmt.Errorf("%w: %w", domain.ErrProviderUnavailable, err)
 	}
 	defer resp.Body.Close()

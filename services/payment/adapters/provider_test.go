@@ -7,12 +7,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/mercato-shop/mercato/external/paysim"
+	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/services/payment/adapters"
 	"github.com/mercato-shop/mercato/services/payment/domain"
 )
@@ -176,5 +179,104 @@ func TestProvider_RefusesUnsupportedMoneyWithoutACall(t *testing.T) {
 	}
 	if n := sim.Captures(); n != 0 {
 		t.Fatalf("%d captures, want 0", n)
+	}
+}
+
+// guarded returns a provider whose calls go through the payment-provider
+// policies of yaml, to a simulator behind front (which may tamper with
+// what passes), and the policies.
+func guarded(t *testing.T, yaml string, front func(sim http.Handler) http.Handler) (*adapters.Provider, *paysim.Simulator, *resilience.Policies) {
+	t.Helper()
+	guard, err := resilience.Load([]byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := paysim.New(paysim.Config{})
+	srv := httptest.NewServer(front(sim))
+	t.Cleanup(srv.Close)
+	client := &http.Client{Transport: guard.Transport("payment-provider", nil)}
+	return adapters.NewProvider(srv.URL, client, 0), sim, guard
+}
+
+const retrying = `
+defaults:
+  timeout: 2s
+  retry: {max_attempts: 3, backoff: {initial: 100ms, max: 100ms}, jitter: 0}
+  circuit_breaker: {failure_threshold: 100, delay: 1m, success_threshold: 1}
+  bulkhead: {max_concurrent: 8, max_wait: 100ms}
+`
+
+// A charge whose answer is lost is retried with its idempotency key: the
+// retry gets the first capture's answer, and nothing is captured twice.
+func TestProvider_RetryAfterALostAnswerCapturesOnce(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	p, sim, _ := guarded(t, retrying, func(sim http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			keys = append(keys, r.Header.Get(paysim.IdempotencyHeader))
+			first := len(keys) == 1
+			mu.Unlock()
+			if first {
+				sim.ServeHTTP(httptest.NewRecorder(), r) // captured, answer lost
+				w.WriteHeader(http.StatusBadGateway)
+				return
+			}
+			sim.ServeHTTP(w, r)
+		})
+	})
+	pay := newPayment(t, uuid.NewString(), 2500)
+	out, err := p.Charge(context.Background(), pay, paysim.TokenOK)
+	if err != nil || out.Declined || out.ChargeID == "" {
+		t.Fatalf("charge: %+v %v", out, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 2 || keys[0] != pay.ID() || keys[1] != pay.ID() {
+		t.Fatalf("attempts with keys %q, want two with %q", keys, pay.ID())
+	}
+	if n := sim.Captures(); n != 1 {
+		t.Fatalf("%d captures, want 1", n)
+	}
+}
+
+// A retry that would outlive the caller's deadline is not sent.
+func TestProvider_RetriesKeepTheCallersDeadline(t *testing.T) {
+	var sent atomic.Int32
+	p, sim, guard := guarded(t, retrying, func(sim http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent.Add(1); sim.ServeHTTP(w, r) })
+	})
+	sim.SetFailureRate(1)
+	// The backoff before a retry is 100ms; the caller has 50ms.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Charge(ctx, newPayment(t, uuid.NewString(), 2500), paysim.TokenOK); !errors.Is(err, domain.ErrProviderUnavailable) {
+		t.Fatalf("charge: %v, want ErrProviderUnavailable", err)
+	}
+	if b := guard.Breakers()[0]; sent.Load() != 1 || b.Counts.Retries != 0 || b.Counts.RetriesSkipped != 1 {
+		t.Fatalf("%d attempts, counts %+v; want 1 attempt and the retry skipped", sent.Load(), b.Counts)
+	}
+}
+
+// ErrProviderDown means that nothing was sent: a call whose first attempt
+// reached the provider is only unavailable, even when the breaker opened
+// before its retry.
+func TestProvider_DownOnlyWhenNothingWasSent(t *testing.T) {
+	p, sim, guard := guarded(t, strings.Replace(retrying, "failure_threshold: 100", "failure_threshold: 1", 1),
+		func(sim http.Handler) http.Handler { return sim })
+	sim.SetFailureRate(1)
+	ctx := context.Background()
+	_, err := p.Charge(ctx, newPayment(t, uuid.NewString(), 2500), paysim.TokenOK)
+	if !errors.Is(err, domain.ErrProviderUnavailable) || errors.Is(err, domain.ErrProviderDown) || !errors.Is(err, resilience.ErrOpen) {
+		t.Fatalf("sent, then open: %v; want unavailable, breaker open, not down", err)
+	}
+	_, err = p.Charge(ctx, newPayment(t, uuid.NewString(), 2500), paysim.TokenOK)
+	if !errors.Is(err, domain.ErrProviderDown) || !errors.Is(err, domain.ErrProviderUnavailable) {
+		t.Fatalf("open: %v, want ErrProviderDown", err)
+	}
+	if b := guard.Breakers()[0]; b.Counts.Attempts != 1 || b.Counts.RejectedOpen != 2 {
+		t.Fatalf("counts %+v: want 1 attempt, 2 rejected", b.Counts)
 	}
 }

@@ -56,11 +56,21 @@ func (s *Store) GetOrCreate(ctx context.Context, p *domain.Payment) (*domain.Pay
 // another delivery moved the payment first: its change stands, and the
 // events that announce it went with it, so none are added.
 func (s *Store) Update(ctx context.Context, p *domain.Payment, from domain.Status, events ...bus.Event) (ok bool, err error) {
+	return s.update(ctx, p, `status = $7`, from, events)
+}
+
+// UpdateUnsent is Update from PENDING for a payment whose charge was never
+// marked sent (MarkSent): false when it was, or when it is settled.
+func (s *Store) UpdateUnsent(ctx context.Context, p *domain.Payment, events ...bus.Event) (ok bool, err error) {
+	return s.update(ctx, p, `status = $7 AND charge_sent = 0`, domain.Pending, events)
+}
+
+func (s *Store) update(ctx context.Context, p *domain.Payment, where string, from domain.Status, events []bus.Event) (ok bool, err error) {
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
 		// One conditional statement: atomic on both engines, no row lock needed.
 		res, err := tx.ExecContext(ctx,
 			`UPDATE payments SET status = $1, reason = $2, provider_charge_id = $3, provider_refund_id = $4, updated_at = $5
-			 WHERE id = $6 AND status = $7`,
+			 WHERE id = $6 AND `+where,
 			p.Status(), p.Reason(), p.ChargeID(), p.RefundID(), p.UpdatedAt().UnixMicro(), p.ID(), from)
 		if err != nil {
 			return err
@@ -83,6 +93,20 @@ func (s *Store) Update(ctx context.Context, p *domain.Payment, from domain.Statu
 		s.events.Wake()
 	}
 	return ok, nil
+}
+
+// MarkSent records that a charge of p may reach the provider, before it is
+// sent; pending is false when p is settled already.
+func (s *Store) MarkSent(ctx context.Context, p *domain.Payment) (pending bool, err error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE payments SET charge_sent = 1 WHERE id = $1 AND status = $2`, p.ID(), domain.Pending)
+	if err != nil {
+		return false, fmt.Errorf("mark charge of payment %s sent: %w", p.ID(), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("mark charge of payment %s sent: %w", p.ID(), err)
+	}
+	return n == 1, nil
 }
 
 // Announce writes events that go with no change, such as the answer to a

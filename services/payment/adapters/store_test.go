@@ -176,3 +176,47 @@ func TestStore_Reads(t *testing.T) {
 		}
 	})
 }
+
+// A payment may be failed without the provider's answer only while no
+// charge of it was marked sent; marking a settled payment reports it.
+func TestStore_UpdateUnsentOnlyBeforeAChargeWasMarkedSent(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := newStore(t, db)
+		decline := func(p *domain.Payment) *domain.Payment {
+			t.Helper()
+			if err := p.Decline(domain.ReasonProviderUnavailable, "", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+
+		unsent, err := s.GetOrCreate(ctx, newPayment(t, uuid.NewString(), 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.UpdateUnsent(ctx, decline(unsent)); err != nil || !ok {
+			t.Fatalf("fail an unsent payment: %v %v", ok, err)
+		}
+		if pending, err := s.MarkSent(ctx, unsent); err != nil || pending {
+			t.Fatalf("mark a settled payment sent: pending %v %v", pending, err)
+		}
+
+		sent, err := s.GetOrCreate(ctx, newPayment(t, uuid.NewString(), 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pending, err := s.MarkSent(ctx, sent); err != nil || !pending {
+			t.Fatalf("mark sent: pending %v %v", pending, err)
+		}
+		if ok, err := s.UpdateUnsent(ctx, decline(sent)); err != nil || ok {
+			t.Fatalf("failed a payment marked sent: %v %v", ok, err)
+		}
+		if got, err := s.ByID(ctx, sent.ID()); err != nil || got.Status() != domain.Pending {
+			t.Fatalf("payment marked sent %+v %v, want PENDING", got, err)
+		}
+		if ok, err := s.Update(ctx, sent, domain.Pending); err != nil || !ok {
+			t.Fatalf("the provider's answer still settles it: %v %v", ok, err)
+		}
+	})
+}

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,6 +21,11 @@ type paymentStore interface {
 	// Update stores p, and events with it, if its stored status is still
 	// from; false when another delivery moved it first.
 	Update(ctx context.Context, p *domain.Payment, from domain.Status, events ...bus.Event) (bool, error)
+	// MarkSent records that a charge of p may reach the provider, before
+	// it is sent; false when p is settled already.
+	MarkSent(ctx context.Context, p *domain.Payment) (pending bool, err error)
+	// UpdateUnsent is Update from PENDING of a payment never marked sent.
+	UpdateUnsent(ctx context.Context, p *domain.Payment, events ...bus.Event) (bool, error)
 	ByOrder(ctx context.Context, orderID string) (*domain.Payment, error)
 	// Announce writes events that go with no change: a repeated command's answer.
 	Announce(ctx context.Context, events ...bus.Event) error
@@ -61,7 +67,11 @@ func NewChargeHandler(store paymentStore, provider charger, events chargeEvents)
 // Handle is idempotent per order id: a repeated command, even delivered
 // twice at once, captures at most once and announces the same outcome
 // again. A provider that is unavailable makes it return an error wrapping
-// domain.ErrProviderUnavailable: the command is to be retried later.
+// domain.ErrProviderUnavailable: the command is to be retried later. But a
+// payment whose charge was never sent, met by a provider known to be down
+// (domain.ErrProviderDown), fails at once with reason
+// domain.ReasonProviderUnavailable: its order is cancelled instead of
+// waiting for the provider.
 func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment, error) {
 	p, err := domain.NewPayment(cmd.OrderID, cmd.CustomerID, cmd.Amount, h.now(), domain.InSaga(cmd.Saga))
 	if err == nil && cmd.Token == "" {
@@ -76,11 +86,30 @@ func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment,
 	}
 	// The order's payment is created once; a refund that came first left a
 	// VOIDED one, which refuses the charge.
-	if p, err = h.store.GetOrCreate(ctx, p); err != nil {
+	stored, err := h.store.GetOrCreate(ctx, p)
+	if err != nil {
 		return nil, err
 	}
+	// The delivery that created the payment is the first to charge it.
+	// Any other (a redelivery, a duplicate) may follow a charge that is on
+	// its way or was captured: it says so before it sends its own, so that
+	// the payment is never failed without the provider's answer.
+	first := stored.ID() == p.ID()
+	p = stored
+	if !p.Settled() && !first {
+		pending, err := h.store.MarkSent(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if !pending {
+			p, err = h.store.ByOrder(ctx, p.OrderID())
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
 	if !p.Settled() {
-		return h.settle(ctx, p, cmd.Token)
+		return h.settle(ctx, p, cmd.Token, first)
 	}
 	// The outcome is recorded already (a repeated command, or a refund
 	// came first): announce it again, with no change to go with.
@@ -91,12 +120,18 @@ func (h ChargeHandler) Handle(ctx context.Context, cmd Charge) (*domain.Payment,
 	return p, h.store.Announce(ctx, ev)
 }
 
-func (h ChargeHandler) settle(ctx context.Context, p *domain.Payment, token string) (*domain.Payment, error) {
+func (h ChargeHandler) settle(ctx context.Context, p *domain.Payment, token string, first bool) (*domain.Payment, error) {
 	// The payment id is the provider's idempotency key: however many
 	// deliveries get here, at once or after a crash, it captures once and
 	// gives each the same answer.
 	outcome, err := h.provider.Charge(ctx, p, token)
-	if err != nil {
+	unsent := first && errors.Is(err, domain.ErrProviderDown)
+	switch {
+	case unsent:
+		// Nothing of this payment reached the provider: failing it is
+		// safe, and tells the customer now rather than after the retries.
+		outcome = domain.ChargeOutcome{Declined: true, Reason: domain.ReasonProviderUnavailable}
+	case err != nil:
 		// Unavailable or refused (domain.ErrProviderRejected), the command
 		// is retried: dropping it would leave the payment PENDING and the
 		// saga without an answer, and a refusal is a fault to fix, not a
@@ -110,16 +145,26 @@ func (h ChargeHandler) settle(ctx context.Context, p *domain.Payment, token stri
 	if err != nil {
 		return nil, err
 	}
-	ok, err := h.store.Update(ctx, p, domain.Pending, ev)
+	var ok bool
+	if unsent {
+		ok, err = h.store.UpdateUnsent(ctx, p, ev)
+	} else {
+		ok, err = h.store.Update(ctx, p, domain.Pending, ev)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
-		// Another delivery settled it first: what it stored stands, and
-		// its transaction holds the answer.
-		return h.store.ByOrder(ctx, p.OrderID())
+	if ok {
+		return p, nil
 	}
-	return p, nil
+	// Another delivery settled it first: what it stored stands, and its
+	// transaction holds the answer. Or, failing an unsent charge, another
+	// delivery has sent one since: it waits for the provider like that one.
+	stored, err := h.store.ByOrder(ctx, p.OrderID())
+	if err == nil && !stored.Settled() {
+		return nil, fmt.Errorf("charge payment %s: another delivery sent a charge: %w", p.ID(), domain.ErrProviderUnavailable)
+	}
+	return stored, err
 }
 
 type refunder interface {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -17,6 +18,7 @@ import (
 	paymentv1 "github.com/mercato-shop/mercato/api/gen/payment/v1"
 	"github.com/mercato-shop/mercato/external/paysim"
 	"github.com/mercato-shop/mercato/platform/bus"
+	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/platform/storage"
 	"github.com/mercato-shop/mercato/platform/storage/storagetest"
 	"github.com/mercato-shop/mercato/services/payment/adapters"
@@ -88,14 +90,20 @@ type fixture struct {
 	refund app.RefundHandler
 }
 
-func setup(t *testing.T, db *storage.DB) fixture {
+// setup returns handlers on db calling a simulator; transport, when
+// given, carries the provider calls.
+func setup(t *testing.T, db *storage.DB, transport ...http.RoundTripper) fixture {
 	t.Helper()
 	sim := paysim.New(paysim.Config{})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	events := &recorder{}
 	store := adapters.NewStore(db, events)
-	provider := adapters.NewProvider(srv.URL, &http.Client{}, 0)
+	client := &http.Client{}
+	if len(transport) > 0 {
+		client.Transport = transport[0]
+	}
+	provider := adapters.NewProvider(srv.URL, client, 0)
 	return fixture{
 		store: store, sim: sim, events: events,
 		charge: app.NewChargeHandler(store, provider, adapters.Events{}),
@@ -331,6 +339,88 @@ func TestHandlers_StoreNoOutcomeWithoutItsAnswer(t *testing.T) {
 		}
 		if want := []string{adapters.EventCompleted, adapters.EventRefunded}; !slices.Equal(types, want) {
 			t.Fatalf("announced %v, want %v", types, want)
+		}
+	})
+}
+
+// policies open the provider's breaker on its first failure and keep it
+// open briefly: no retries, so each charge is one attempt.
+const policies = `
+defaults:
+  timeout: 2s
+  retry: {max_attempts: 1, backoff: {initial: 10ms, max: 10ms}, jitter: 0}
+  circuit_breaker: {failure_threshold: 1, delay: 200ms, success_threshold: 1}
+  bulkhead: {max_concurrent: 8, max_wait: 100ms}
+`
+
+func TestCharge_ProviderDownFailsUnsentChargesAndWaitsForSentOnes(t *testing.T) {
+	storagetest.Each(t, migrations.FS, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		guard, err := resilience.Load([]byte(policies), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := setup(t, db, guard.Transport("payment-provider", nil))
+		attempts := func() uint64 { return guard.Breakers()[0].Counts.Attempts }
+
+		// A charge sent to a failing provider opens the breaker and waits:
+		// the provider might have captured it.
+		f.sim.SetFailureRate(1)
+		sent := chargeCmd(paysim.TokenOK)
+		if _, err := f.charge.Handle(ctx, sent); !errors.Is(err, domain.ErrProviderUnavailable) || errors.Is(err, domain.ErrProviderDown) {
+			t.Fatalf("first failure: %v, want ErrProviderUnavailable alone", err)
+		}
+		if st := guard.Breakers()[0].State; st != "open" {
+			t.Fatalf("breaker %s after the failure, want open", st)
+		}
+
+		// A new charge meets the open breaker: never sent, so it fails at
+		// once, with a reason the order can tell the customer.
+		before := attempts()
+		unsent := chargeCmd(paysim.TokenOK)
+		p, err := f.charge.Handle(ctx, unsent)
+		if err != nil || p.Status() != domain.Declined || p.Reason() != domain.ReasonProviderUnavailable {
+			t.Fatalf("charge while open: %+v %v, want DECLINED provider_unavailable", p, err)
+		}
+		if got := attempts(); got != before {
+			t.Fatalf("%d attempts reached the provider while the breaker was open", got-before)
+		}
+		want := published{typ: "payment.failed", orderID: unsent.OrderID, reason: domain.ReasonProviderUnavailable, amount: unsent.Amount}
+		if evs := f.events.all(); len(evs) != 1 || evs[0] != want {
+			t.Fatalf("announced %+v, want %+v", evs, want)
+		}
+
+		// The sent one, redelivered while open, keeps waiting.
+		if _, err := f.charge.Handle(ctx, sent); !errors.Is(err, domain.ErrProviderDown) {
+			t.Fatalf("redelivery while open: %v, want ErrProviderDown", err)
+		}
+		if p, err := f.store.ByOrder(ctx, sent.OrderID); err != nil || p.Status() != domain.Pending {
+			t.Fatalf("sent charge while open: %+v %v, want PENDING", p, err)
+		}
+
+		// The fault clears; once the breaker lets a probe through, the
+		// waiting charge captures, once.
+		f.sim.SetFailureRate(0)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			p, err := f.charge.Handle(ctx, sent)
+			if err == nil && p.Status() == domain.Captured {
+				break
+			}
+			if !errors.Is(err, domain.ErrProviderDown) || time.Now().After(deadline) {
+				t.Fatalf("after the fault cleared: %+v %v", p, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if st := guard.Breakers()[0].State; st != "closed" {
+			t.Fatalf("breaker %s after the probe, want closed", st)
+		}
+		if n := f.sim.Captures(); n != 1 {
+			t.Fatalf("%d captures, want 1", n)
+		}
+		// The failed one stays failed: a redelivery announces it again.
+		if p, err := f.charge.Handle(ctx, unsent); err != nil || p.Status() != domain.Declined {
+			t.Fatalf("failed charge redelivered: %+v %v", p, err)
 		}
 	})
 }

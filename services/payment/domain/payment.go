@@ -31,6 +31,10 @@ var (
 	// ErrProviderRejected: the provider refused the request itself (not the
 	// card): a request it cannot accept, or state it does not have.
 	ErrProviderRejected = errors.New("payment provider rejected the request")
+	// ErrProviderDown: the provider is known to be failing (its circuit
+	// breaker is open) and the request was not sent, so nothing happened
+	// there. Errors wrapping it wrap ErrProviderUnavailable too.
+	ErrProviderDown = errors.New("payment provider down, request not sent")
 )
 
 // Status of a payment.
@@ -54,6 +58,9 @@ const (
 	ReasonDeclined = "payment_declined"
 	ReasonVoided   = "voided"
 	ReasonInvalid  = "invalid"
+	// ReasonProviderUnavailable: the provider was down when the charge was
+	// due, and it was never sent; the customer may try again later.
+	ReasonProviderUnavailable = "provider_unavailable"
 )
 
 // Payment is the payment of one order. Build one with NewPayment, NewVoided

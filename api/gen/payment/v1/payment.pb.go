@@ -504,7 +504,8 @@ type PaymentFailed struct {
 	PaymentId string                 `protobuf:"bytes,1,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
 	OrderId   string                 `protobuf:"bytes,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	Amount    *v1.Money              `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
-	// payment_declined, or voided when a refund came first.
+	// payment_declined; provider_unavailable when the provider was down and
+	// the charge was never sent; voided when a refund came first.
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The saga mode of the order: orchestrated or choreographed.
 	Saga          string `protobuf:"bytes,5,opt,name=saga,proto3" json:"saga,omitempty"`

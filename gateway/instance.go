@@ -9,10 +9,11 @@ import (
 	"github.com/mercato-shop/mercato/platform/web"
 )
 
-// chaosHandler forwards /admin/chaos/{service}/{instance}[/kill] to that
-// instance's own chaos API (platform/chaos), found in discovery: one
-// instance's switches, not a balanced pick among the service's.
-func chaosHandler(list instanceLister, client *http.Client) http.Handler {
+// instanceHandler forwards a request for /admin/{what}/{service}/{instance}
+// to that one instance's own admin API, at path(r): its chaos switches
+// (platform/chaos) or its breakers (platform/resilience). The instance is
+// found in discovery: one instance, not a balanced pick among the service's.
+func instanceHandler(list instanceLister, client *http.Client, path func(r *http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		service, id := r.PathValue("service"), r.PathValue("instance")
 		var inst *discovery.Instance
@@ -26,11 +27,7 @@ func chaosHandler(list instanceLister, client *http.Client) http.Handler {
 			web.Error(w, r, http.StatusNotFound, "no live instance "+id+" of "+service)
 			return
 		}
-		path := "/admin/chaos"
-		if strings.HasSuffix(r.URL.Path, "/kill") {
-			path += "/kill"
-		}
-		out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+inst.Addr+path, r.Body)
+		out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+inst.Addr+path(r), r.Body)
 		if err != nil {
 			web.Error(w, r, http.StatusInternalServerError, "")
 			return
@@ -46,12 +43,23 @@ func chaosHandler(list instanceLister, client *http.Client) http.Handler {
 			return
 		}
 		defer resp.Body.Close()
-		for _, h := range []string{"Content-Type"} {
-			if v := resp.Header.Get(h); v != "" {
-				w.Header().Set(h, v)
-			}
+		if v := resp.Header.Get("Content-Type"); v != "" {
+			w.Header().Set("Content-Type", v)
 		}
 		w.WriteHeader(resp.StatusCode)
 		_, _ = io.Copy(w, resp.Body)
 	})
 }
+
+// chaosPath maps /admin/chaos/{service}/{instance}[/kill] to the
+// instance's /admin/chaos[/kill].
+func chaosPath(r *http.Request) string {
+	if strings.HasSuffix(r.URL.Path, "/kill") {
+		return "/admin/chaos/kill"
+	}
+	return "/admin/chaos"
+}
+
+// breakersPath maps /admin/breakers/{service}/{instance} to the instance's
+// /admin/breakers.
+func breakersPath(*http.Request) string { return "/admin/breakers" }
