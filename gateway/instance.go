@@ -63,3 +63,7 @@ func chaosPath(r *http.Request) string {
 // breakersPath maps /admin/breakers/{service}/{instance} to the instance's
 // /admin/breakers.
 func breakersPath(*http.Request) string { return "/admin/breakers" }
+
+// metricsPath maps /admin/metrics/{service}/{instance} to the instance's
+// /metrics.
+func metricsPath(*http.Request) string { return "/metrics" }

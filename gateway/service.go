@@ -93,6 +93,8 @@ func (s *Service) setup(ctx context.Context) error {
 		"/admin/services":                        servicesHandler(n.Registry, n.Balancer, direct),
 		"/admin/breakers":                        breakers(n),
 		"/admin/breakers/{service}/{instance}":   instanceHandler(n.Registry, direct, breakersPath),
+		"/admin/metrics":                         n.MetricsHandler(),
+		"/admin/metrics/{service}/{instance}":    instanceHandler(n.Registry, direct, metricsPath),
 		"/admin/chaos/{service}/{instance}":      chaos,
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}

@@ -74,9 +74,10 @@ func (f *Faults) Get() Settings {
 	return Settings{ErrorRate: math.Float64frombits(f.errorRate.Load()), Latency: time.Duration(f.latency.Load())}
 }
 
-// exempt paths keep answering: health checks and the switches themselves.
+// exempt paths keep answering: health checks, metrics and the switches
+// themselves.
 func exempt(path string) bool {
-	return path == "/healthz" || path == "/readyz" || strings.HasPrefix(path, "/admin/chaos")
+	return path == "/healthz" || path == "/readyz" || path == "/metrics" || strings.HasPrefix(path, "/admin/chaos")
 }
 
 // Middleware applies the switches to every request but health checks and

@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -81,6 +84,10 @@ type Node struct {
 	// Policies guard the calls of HTTPClient (nil without Config.Resilience);
 	// their breakers are this instance's own.
 	Policies *resilience.Policies
+	// Metrics is the instance's own Prometheus registry, served at
+	// /metrics on its internal listener: Go runtime and process metrics,
+	// and its Policies'. Services add theirs.
+	Metrics *prometheus.Registry
 	// transport pools connections for every client the node hands out.
 	transport *http.Transport
 	killed    atomic.Bool
@@ -100,8 +107,11 @@ func New(cfg Config) *Node {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return &Node{
 		cfg:       cfg,
+		Metrics:   metrics,
 		id:        uuid.Must(uuid.NewV7()).String(),
 		Mux:       http.NewServeMux(),
 		Health:    &runtime.Health{},
@@ -208,6 +218,9 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 			return fmt.Errorf("%s: resilience policies: %w", n.cfg.Service, err)
 		}
 		n.Policies = p
+		if err := n.Metrics.Register(p.Collector()); err != nil {
+			return fmt.Errorf("%s: resilience metrics: %w", n.cfg.Service, err)
+		}
 	}
 	n.lc.Append(
 		runtime.Hook{Name: "database", Start: n.openDB, Stop: n.closeDB},
@@ -229,6 +242,8 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 		if n.Policies != nil {
 			n.Mux.Handle("GET /admin/breakers", web.RequireRole("admin", n.Policies.Handler()))
 		}
+		// Unauthenticated, as scrapers expect, on the internal listener only.
+		n.Mux.Handle("GET /metrics", n.MetricsHandler())
 	}
 	// Injected faults run inside the instrumentation, so traces and access
 	// logs show them like real ones.
@@ -266,6 +281,11 @@ func (n *Node) HTTPClient() *http.Client {
 // Transport is the node's pooled transport, for clients of hosts outside
 // discovery (a payment provider).
 func (n *Node) Transport() *http.Transport { return n.transport }
+
+// MetricsHandler serves Metrics in the Prometheus text format.
+func (n *Node) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(n.Metrics, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(n.cfg.Logger.Handler(), slog.LevelWarn)})
+}
 
 // Addr is the listener's address once started.
 func (n *Node) Addr() string {

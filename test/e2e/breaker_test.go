@@ -80,6 +80,10 @@ func TestShop_GatewayBreakerOpensOnAFailingServiceAndCloses(t *testing.T) {
 		c.expectProblem(c.do("GET", "/api/products", "", nil), http.StatusServiceUnavailable, "a failing inventory")
 	}
 	open := c.breaker(admin, "inventory")
+	metrics := c.do("GET", "/admin/metrics", admin, nil)
+	if line := `mercato_circuit_breaker_state{state="open",target="inventory"} 1`; metrics.status != http.StatusOK || !strings.Contains(string(metrics.body), line) {
+		t.Fatalf("the gateway's metrics (%d) lack %s", metrics.status, line)
+	}
 	r := c.do("GET", "/api/products", "", nil)
 	c.expectProblem(r, http.StatusServiceUnavailable, "an open breaker")
 	if after := c.breaker(admin, "inventory"); after.Counts.Attempts != open.Counts.Attempts || after.Counts.RejectedOpen <= open.Counts.RejectedOpen {
@@ -122,4 +126,10 @@ func TestShop_EdgeServesNoInternalAdminRoutes(t *testing.T) {
 		t.Fatalf("the gateway stopped answering: %d", r.status)
 	}
 	c.expectProblem(c.do("GET", "/admin/breakers", "", nil, spoof...), http.StatusUnauthorized, "breakers with spoofed identity")
+	c.expectProblem(c.do("GET", "/admin/metrics", "", nil, spoof...), http.StatusUnauthorized, "metrics with spoofed identity")
+	// Instances serve /metrics to scrapers on their internal listeners; the
+	// edge does not.
+	if r := c.do("GET", "/metrics", "", nil); r.status == http.StatusOK {
+		t.Fatalf("the edge served /metrics: %s", r.body)
+	}
 }

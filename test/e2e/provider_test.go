@@ -78,6 +78,11 @@ func TestShop_ProviderBreakerCancelsOrdersAndRecovers(t *testing.T) {
 	if provider.Counts.Attempts < 10 || provider.Counts.Opened != 1 {
 		t.Fatalf("breaker opened after %d attempts (%+v), want at least 10", provider.Counts.Attempts, provider.Counts)
 	}
+	// The state is in the instance's metrics too, read through the gateway.
+	metrics := c.do("GET", strings.Replace(breakers, "breakers", "metrics", 1), admin, nil)
+	if line := `mercato_circuit_breaker_state{state="open",target="payment-provider"} 1`; metrics.status != http.StatusOK || !strings.Contains(string(metrics.body), line) {
+		t.Fatalf("payment's metrics (%d) lack %s", metrics.status, line)
+	}
 
 	// While it is open, new orders cancel with the reason, and no charge of
 	// theirs reaches the provider.
