@@ -10,15 +10,34 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
 )
 
 // Config is the gateway's route file.
 type Config struct {
-	JWT          JWTConfig `yaml:"jwt"`
-	MaxBodyBytes int64     `yaml:"max_body_bytes"`
-	Routes       []Route   `yaml:"routes"`
+	JWT          JWTConfig       `yaml:"jwt"`
+	MaxBodyBytes int64           `yaml:"max_body_bytes"`
+	RateLimit    RateLimitConfig `yaml:"ratelimit"`
+	Routes       []Route         `yaml:"routes"`
 }
+
+// RateLimitConfig says where callers' allowances are kept and what a
+// route without a limit of its own gets.
+type RateLimitConfig struct {
+	// Default applies to every route that does not set ratelimit.
+	Default Limit `yaml:"default"`
+	// Store is memory (this instance alone) or redis (shared by every
+	// instance using RedisURL).
+	Store    string `yaml:"store"`
+	RedisURL string `yaml:"redis_url"`
+}
+
+// Rate limit stores.
+const (
+	StoreMemory = "memory"
+	StoreRedis  = "redis"
+)
 
 // JWTConfig says which tokens the gateway accepts.
 type JWTConfig struct {
@@ -44,10 +63,15 @@ type Route struct {
 	// gateway lifts its read deadline for it, which would otherwise end the
 	// request once ReadTimeout has passed.
 	Stream bool `yaml:"stream"`
-	line   int
+	// RateLimit is the limit per caller (the token's subject, else the
+	// client's address); RateLimitConfig.Default when not set.
+	RateLimit Limit `yaml:"-"` // read by ParseConfig, to name the line of a bad one
+	line      int
+	// name identifies the route in limits, logs and metrics: "GET /api/products".
+	name string
 }
 
-var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream"}
+var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream", "ratelimit"}
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 
@@ -55,20 +79,32 @@ var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 // errors that name their line.
 func ParseConfig(data []byte) (Config, error) {
 	var raw struct {
-		JWT          JWTConfig   `yaml:"jwt"`
-		MaxBodyBytes int64       `yaml:"max_body_bytes"`
-		Routes       []yaml.Node `yaml:"routes"`
+		JWT          JWTConfig       `yaml:"jwt"`
+		MaxBodyBytes int64           `yaml:"max_body_bytes"`
+		RateLimit    RateLimitConfig `yaml:"ratelimit"`
+		Routes       []yaml.Node     `yaml:"routes"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&raw); err != nil {
 		return Config{}, fmt.Errorf("gateway config: %w", err)
 	}
-	cfg := Config{JWT: raw.JWT, MaxBodyBytes: raw.MaxBodyBytes}
+	cfg := Config{JWT: raw.JWT, MaxBodyBytes: raw.MaxBodyBytes, RateLimit: raw.RateLimit}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	var errs []error
+	switch cfg.RateLimit.Store {
+	case "":
+		cfg.RateLimit.Store = StoreMemory
+	case StoreMemory:
+	case StoreRedis:
+		if _, err := redis.ParseURL(cfg.RateLimit.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("gateway config: ratelimit.redis_url: %w", err))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("gateway config: ratelimit.store %q must be memory or redis", cfg.RateLimit.Store))
+	}
 	if cfg.JWT.Issuer == "" || cfg.JWT.Audience == "" || cfg.JWT.JWKS == "" {
 		errs = append(errs, errors.New("gateway config: jwt needs issuer, audience and jwks"))
 	} else if u, err := url.Parse(cfg.JWT.JWKS); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -88,12 +124,19 @@ func ParseConfig(data []byte) (Config, error) {
 			continue
 		}
 		r.line = n.Line
+		r.RateLimit = cfg.RateLimit.Default
+		if v := value(n, "ratelimit"); v != nil {
+			if err := r.RateLimit.UnmarshalYAML(v); err != nil {
+				errs = append(errs, fmt.Errorf("gateway config: line %d: %w", v.Line, err))
+			}
+		}
 		if r.Auth == "" {
 			r.Auth = AuthJWT // closed by default: a route is public only when it says so
 		}
 		for i, m := range r.Methods {
 			r.Methods[i] = strings.ToUpper(m)
 		}
+		r.name = strings.Join(r.Methods, ",") + " " + r.Path
 		for _, problem := range r.validate() {
 			errs = append(errs, fmt.Errorf("gateway config: line %d: %s", n.Line, problem))
 		}
@@ -153,6 +196,16 @@ func (r Route) validate() []string {
 		out = append(out, fmt.Sprintf("auth %q must be none or jwt", r.Auth))
 	}
 	return out
+}
+
+// value is the value of key in the mapping n, or nil.
+func value(n yaml.Node, key string) *yaml.Node {
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // register adds pattern to mux; ServeMux reports a bad pattern only by panicking.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mercato-shop/mercato/platform/discovery"
 	"github.com/mercato-shop/mercato/platform/resilience"
@@ -32,6 +33,9 @@ type Gateway struct {
 	max    int64
 	logger *slog.Logger
 	self   map[string]http.Handler
+	limits *limiter
+	// closeStore releases the rate limit store's connections.
+	closeStore func() error
 }
 
 type routeKey struct{}
@@ -51,6 +55,21 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 	}
 	for _, m := range self {
 		maps.Copy(g.self, m)
+	}
+	g.limits = &limiter{logger: logger, store: newMemoryStore(time.Now)}
+	g.closeStore = func() error { return nil }
+	if cfg.RateLimit.Store == StoreRedis {
+		// ParseConfig checked the URL; a Config built otherwise may not be.
+		if opts, err := redis.ParseURL(cfg.RateLimit.RedisURL); err != nil {
+			logger.Error("rate limits kept in memory: the Redis URL is invalid", "err", err)
+		} else {
+			// A limit is not worth waiting for: a slow or absent store fails
+			// fast, and the request passes (see limiter.allow).
+			opts.MaxRetries, opts.DialerRetries = -1, 1
+			opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = storeTimeout, storeTimeout, storeTimeout
+			client := redis.NewClient(opts)
+			g.limits.store, g.closeStore = newRedisStore(client, "mercato:gateway:"), client.Close
+		}
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:      g.rewrite,
@@ -79,6 +98,10 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 	})
 	return g
 }
+
+// Close releases what the gateway holds open: the rate limit store's
+// connections.
+func (g *Gateway) Close() error { return g.closeStore() }
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -119,6 +142,14 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			}
 			r.Header.Set(web.SubjectHeader, caller.Subject)
 			r.Header.Set(web.RolesHeader, strings.Join(caller.Roles, ","))
+		}
+		// Signed-in callers are limited by who they are, others by address.
+		key := "ip:" + clientIP(r)
+		if s := r.Header.Get(web.SubjectHeader); s != "" {
+			key = "sub:" + s
+		}
+		if !g.limits.allow(w, r, route, key) {
+			return
 		}
 		if route.Service == Self {
 			h, ok := g.self[route.Path]

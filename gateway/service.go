@@ -98,7 +98,9 @@ func (s *Service) setup(ctx context.Context) error {
 		"/admin/chaos/{service}/{instance}":      chaos,
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}
-	n.Mux.Handle("/", New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger(), self))
+	g := New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger(), self)
+	n.Append(runtime.Hook{Name: "rate limit store", Stop: func(context.Context) error { return g.Close() }})
+	n.Mux.Handle("/", g)
 	return nil
 }
 

@@ -44,6 +44,9 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
+	// NoRateLimits turns the gateway's rate limits off, for load
+	// generators: hammering is what the limits stop.
+	NoRateLimits bool
 	// Resilience is the policy file of synchronous calls; nil for the
 	// built-in deploy/resilience.yaml.
 	Resilience []byte
@@ -116,6 +119,11 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	routes, err := gateway.ParseConfig(cfg.Routes)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.NoRateLimits {
+		for i := range routes.Routes {
+			routes.Routes[i].RateLimit = gateway.Limit{}
+		}
 	}
 	count, err := replicas(cfg)
 	if err != nil {

@@ -42,7 +42,7 @@ used for the recorded ones are in bench/README.md.`,
 					return err
 				}
 				defer os.RemoveAll(data)
-				s, err := shop.Start(ctx, shop.Config{Addr: "127.0.0.1:0", DataDir: data, LogOutput: io.Discard, Replicas: replicas})
+				s, err := shop.Start(ctx, shop.Config{Addr: "127.0.0.1:0", DataDir: data, LogOutput: io.Discard, Replicas: replicas, NoRateLimits: true})
 				if err != nil {
 					return err
 				}

@@ -25,6 +25,7 @@ type upConfig struct {
 	shipAfter     time.Duration
 	replicas      map[string]int
 	adminPassword string
+	rateLimits    bool
 }
 
 func upCmd() *cobra.Command {
@@ -53,6 +54,7 @@ prints it.`,
 	f.StringVar(&cfg.saga, "saga", "orchestrated", "saga mode of orders that name none: orchestrated or choreographed")
 	f.DurationVar(&cfg.shipAfter, "ship-after", 10*time.Second, "how long after its confirmation an order ships")
 	f.StringToIntVar(&cfg.replicas, "replicas", nil, "instances per service, as payment=3,inventory=2 (customer, inventory, order, payment)")
+	f.BoolVar(&cfg.rateLimits, "rate-limits", true, "apply the gateway's rate limits; --rate-limits=false for a load generator")
 	return cmd
 }
 
@@ -80,6 +82,7 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		DefaultSaga:   cfg.saga,
 		ShipAfter:     cfg.shipAfter,
 		Replicas:      cfg.replicas,
+		NoRateLimits:  !cfg.rateLimits,
 	}, func(s *shop.Shop) { announce(out, s, data) })
 }
 

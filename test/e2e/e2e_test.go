@@ -105,6 +105,9 @@ func startShop(t *testing.T, data string, options ...func(*shop.Config)) (*shop.
 		LogOutput:     io.Discard,
 		// Orders stay CONFIRMED for the length of a test unless it ships them.
 		ShipAfter: time.Hour,
+		// Tests poll as fast as scripts do, which the rate limits stop:
+		// TestShop_RateLimits runs the shop with them.
+		NoRateLimits: true,
 	}
 	for _, o := range options {
 		o(&cfg)
