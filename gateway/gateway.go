@@ -108,6 +108,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Identity headers are the gateway's to set; a client's copies never pass.
 	r.Header.Del(web.SubjectHeader)
 	r.Header.Del(web.RolesHeader)
+	if problem := pathProblem(r.URL); problem != "" {
+		web.Error(w, r, http.StatusBadRequest, problem)
+		return
+	}
 	g.mux.ServeHTTP(w, r)
 }
 
@@ -158,6 +162,9 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 				return
 			}
 			h.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength < 0 && !readBody(w, r) {
 			return
 		}
 		if route.Stream {

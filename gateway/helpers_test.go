@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -302,4 +304,45 @@ func (s *signer) naiveKeyfunc(t *testing.T) jwt.Keyfunc {
 		}
 		return &s.key.PublicKey, nil
 	}
+}
+
+// gatewayHandler is the handler serve serves, for a server of the test's
+// own; self answers the routes to the gateway itself.
+func gatewayHandler(t *testing.T, routes string, services map[string][]string, kf jwt.Keyfunc, self map[string]http.Handler) http.Handler {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(routes))
+	if err != nil {
+		t.Fatalf("parse routes: %v", err)
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(base.CloseIdleConnections)
+	return web.Correlate(New(cfg, discovery.Transport(discovery.Static(services), base), kf, slog.New(slog.DiscardHandler), self))
+}
+
+// rawDo writes raw, a request as it goes on the wire, to the server at url
+// and reads the answer: for requests that http.Client would not send.
+func rawDo(t *testing.T, url, raw string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Bounds a server that never answers; a served request takes milliseconds.
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatalf("write %q: %v", raw, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("answer to %q: %v", raw, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read answer to %q: %v", raw, err)
+	}
+	return resp, body
 }
