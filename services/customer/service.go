@@ -3,7 +3,9 @@
 // trusts (ES256 JWTs) and serves the public keys that verify them.
 //
 // REST: POST /api/customers, POST /api/auth/login, GET /api/customers/me,
-// GET /.well-known/jwks.json. RPC: customer.v1.CustomerService.
+// GET /.well-known/jwks.json, and POST /oauth/token, where machine clients
+// get tokens by the OAuth 2.0 client credentials grant (see
+// docs/patterns/machine-clients.md). RPC: customer.v1.CustomerService.
 // Publishes customer.registered. Consumes order.created, order.confirmed,
 // order.cancelled and order.shipped into each customer's order history,
 // whose latest orders GET /api/customers/me shows as recent_orders.
@@ -11,6 +13,7 @@ package customer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -41,9 +44,46 @@ type Config struct {
 	// AdminPassword sets the admin account's password; empty keeps an
 	// existing one, or generates one for a new account (see AdminPassword()).
 	AdminPassword string
+	// Clients are the machine clients of POST /oauth/token, stored (secrets
+	// hashed) at start; a stored client with the same ID is replaced, so a
+	// changed secret takes effect on restart.
+	Clients []Client
 	// Resilience guards the service's calls to others: see
 	// node.Config.Resilience.
 	Resilience []byte
+}
+
+// Client is a machine client of the client credentials grant. Its tokens
+// carry sub "client:<ID>", client_id, scope (by default all of Scopes) and
+// roles (Roles, which gateway routes check as for people).
+type Client struct {
+	ID string // 1 to 64 letters, digits, '.', '_' or '-'
+	// Secret: at least 32 characters of A-Z a-z 0-9 - . _ ~, at random
+	// (openssl rand -hex 32). Only its SHA-256 is stored.
+	Secret string
+	Name   string
+	Scopes []string // at least one
+	Roles  []string
+}
+
+// String, GoString, LogValue and MarshalJSON mask the secret, so a
+// configuration printed, logged or dumped as JSON never shows it.
+func (c Client) String() string {
+	return fmt.Sprintf("{ID:%s Secret:*** Name:%s Scopes:%v Roles:%v}", c.ID, c.Name, c.Scopes, c.Roles)
+}
+
+func (c Client) GoString() string { return c.String() }
+
+func (c Client) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", c.ID), slog.String("secret", "***"), slog.String("name", c.Name),
+		slog.Any("scopes", c.Scopes), slog.Any("roles", c.Roles))
+}
+
+func (c Client) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		ID, Secret, Name string
+		Scopes, Roles    []string
+	}{c.ID, "***", c.Name, c.Scopes, c.Roles})
 }
 
 // Service is a running customer service.
@@ -70,8 +110,8 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 	})}
 }
 
-// Start opens the database, ensures the signing key and the admin account,
-// and starts serving.
+// Start opens the database, ensures the signing key, the admin account and
+// the configured clients, and starts serving.
 func (s *Service) Start(ctx context.Context) error {
 	return s.node.Start(ctx, s.setup)
 }
@@ -89,6 +129,14 @@ func (s *Service) setup(ctx context.Context) error {
 	if s.generated, err = app.EnsureAdmin(ctx, store, s.cfg.AdminPassword); err != nil {
 		return err
 	}
+	clients := adapters.NewClients(n.DB)
+	specs := make([]app.ClientSpec, len(s.cfg.Clients))
+	for i, c := range s.cfg.Clients {
+		specs[i] = app.ClientSpec{ID: c.ID, Secret: c.Secret, Name: c.Name, Scopes: c.Scopes, Roles: c.Roles}
+	}
+	if err := app.EnsureClients(ctx, clients, specs); err != nil {
+		return err
+	}
 	jwks, err := signer.JWKS()
 	if err != nil {
 		return fmt.Errorf("encode key set: %w", err)
@@ -98,12 +146,13 @@ func (s *Service) setup(ctx context.Context) error {
 		return err
 	}
 	h := &adapters.HTTP{
-		Register: app.NewRegisterHandler(store, adapters.Registered),
-		Login:    login,
-		Query:    store,
-		History:  store,
-		JWKS:     jwks,
-		Logger:   n.Logger(),
+		Register:    app.NewRegisterHandler(store, adapters.Registered),
+		Login:       login,
+		ClientToken: app.NewClientTokenHandler(clients, signer),
+		Query:       store,
+		History:     store,
+		JWKS:        jwks,
+		Logger:      n.Logger(),
 	}
 	h.Routes(n.Mux)
 	n.Consume(adapters.HistoryConsumer(), (&adapters.OrderEvents{History: store}).Handlers())

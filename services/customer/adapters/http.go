@@ -33,18 +33,22 @@ const recentOrdersShown = 5
 
 // HTTP serves the customer context's REST endpoints.
 type HTTP struct {
-	Register registerer
-	Login    loginer
-	Query    customerByID
-	History  orderHistory
-	JWKS     []byte
-	Logger   *slog.Logger
+	Register    registerer
+	Login       loginer
+	ClientToken clientTokenIssuing
+	Query       customerByID
+	History     orderHistory
+	JWKS        []byte
+	Logger      *slog.Logger
 }
 
 // Routes adds the endpoints to mux.
 func (h *HTTP) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/customers", h.register)
 	mux.HandleFunc("POST /api/auth/login", h.login)
+	// Any method: the handler answers others with an RFC 6749 error, where
+	// the mux would answer a plain-text 405.
+	mux.HandleFunc("/oauth/token", h.token)
 	mux.HandleFunc("GET /api/customers/me", h.me)
 	mux.HandleFunc("GET /.well-known/jwks.json", h.jwks)
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -34,6 +35,16 @@ type Claims struct {
 	jwt.RegisteredClaims
 	Email string   `json:"email"`
 	Roles []string `json:"roles"`
+}
+
+// ClientClaims are the claims of a machine client's access token (client
+// credentials grant): sub is "client:<client_id>", and scope holds the
+// granted scopes space-separated, as RFC 9068 and RFC 8693 name them.
+type ClientClaims struct {
+	jwt.RegisteredClaims
+	ClientID string   `json:"client_id"`
+	Scope    string   `json:"scope"`
+	Roles    []string `json:"roles"`
 }
 
 // JWK is one public key of the key set (RFC 7517, EC P-256).
@@ -90,20 +101,45 @@ func NewSigner(ctx context.Context, db *storage.DB, cfg TokenConfig) (*Signer, e
 
 // Issue signs a token for c.
 func (s *Signer) Issue(_ context.Context, c *domain.Customer) (app.Token, error) {
-	now := s.now().UTC()
 	claims := Claims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    s.cfg.Issuer,
-			Subject:   c.ID(),
-			Audience:  jwt.ClaimStrings{s.cfg.Audience},
-			ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.TTL)),
-			NotBefore: jwt.NewNumericDate(now),
-			IssuedAt:  jwt.NewNumericDate(now),
-			ID:        uuid.Must(uuid.NewV7()).String(),
-		},
-		Email: c.Email(),
-		Roles: c.Roles(),
+		RegisteredClaims: s.registered(c.ID(), s.now().UTC()),
+		Email:            c.Email(),
+		Roles:            c.Roles(),
 	}
+	return s.sign(claims)
+}
+
+// IssueClient signs a token for client c with the granted scopes, with the
+// same key, issuer, audience and lifetime as customers' tokens.
+func (s *Signer) IssueClient(_ context.Context, c *domain.Client, scopes []string) (app.Token, error) {
+	now := s.now().UTC()
+	roles := c.Roles()
+	if roles == nil {
+		roles = []string{} // "roles": [], not null
+	}
+	claims := ClientClaims{
+		RegisteredClaims: s.registered(c.Subject(), now),
+		ClientID:         c.ID(),
+		Scope:            strings.Join(scopes, " "),
+		Roles:            roles,
+	}
+	return s.sign(claims)
+}
+
+// registered returns the registered claims of a token for subject issued at now.
+func (s *Signer) registered(subject string, now time.Time) jwt.RegisteredClaims {
+	return jwt.RegisteredClaims{
+		Issuer:    s.cfg.Issuer,
+		Subject:   subject,
+		Audience:  jwt.ClaimStrings{s.cfg.Audience},
+		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.TTL)),
+		NotBefore: jwt.NewNumericDate(now),
+		IssuedAt:  jwt.NewNumericDate(now),
+		ID:        uuid.Must(uuid.NewV7()).String(),
+	}
+}
+
+func (s *Signer) sign(claims jwt.Claims) (app.Token, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
 	t.Header["kid"] = s.kid
 	signed, err := t.SignedString(s.key)

@@ -49,7 +49,7 @@ func (e *ValidationError) Error() string {
 	for i, f := range e.Fields {
 		msgs[i] = f.Field + " " + f.Message
 	}
-	return "invalid customer: " + strings.Join(msgs, "; ")
+	return "invalid fields: " + strings.Join(msgs, "; ")
 }
 
 // Customer is a registered account. Build one with NewCustomer or Restore.
