@@ -44,6 +44,9 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
+	// Clients are the machine clients of the token endpoint (OAuth 2.0
+	// client credentials): see customer.Config.Clients.
+	Clients []customer.Client
 	// NoRateLimits turns the gateway's rate limits off, for load
 	// generators: hammering is what the limits stop.
 	NoRateLimits bool
@@ -179,6 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 			Issuer:        "mercato",
 			Audience:      "mercato",
 			AdminPassword: cfg.AdminPassword,
+			Clients:       cfg.Clients,
 		}, logger(customer.Name), tracer(customer.Name))
 		if s.customer == nil {
 			s.customer = c
