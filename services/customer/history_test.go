@@ -144,13 +144,20 @@ func TestService_KeepsTheOrderHistoryFromOrderEvents(t *testing.T) {
 
 	// Once every delivery is acked (the poison one dead-lettered), the
 	// history is as the newest events left it.
+	stream, err := orders.JetStream().Stream(ctx, "ORDER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	// The ack floor, not the pending counts: those can read zero on a
+	// consumer that has not yet counted what was published.
 	waitFor(t, "the history consumer to handle every event", func() bool {
 		c, err := orders.JetStream().Consumer(ctx, "ORDER", "customer-history")
 		if err != nil {
 			return false
 		}
 		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		return err == nil && info.AckFloor.Stream >= last && info.NumAckPending == 0
 	})
 	type row struct {
 		id, status, reason string
