@@ -34,6 +34,7 @@ type Gateway struct {
 	logger *slog.Logger
 	self   map[string]http.Handler
 	limits *limiter
+	obs    *observer
 	// closeStore releases the rate limit store's connections.
 	closeStore func() error
 }
@@ -52,6 +53,7 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 		max:    cfg.MaxBodyBytes,
 		logger: logger,
 		self:   map[string]http.Handler{},
+		obs:    newObserver(logger),
 	}
 	for _, m := range self {
 		maps.Copy(g.self, m)
@@ -78,6 +80,7 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 		ModifyResponse: func(resp *http.Response) error {
 			// The gateway already echoes the id; the upstream's copy would repeat it.
 			resp.Header.Del(telemetry.CorrelationHeader)
+			g.obs.upstreamAnswered(resp, resp.Request.Context().Value(routeKey{}).(Route).Service)
 			return nil
 		},
 		FlushInterval: -1, // stream responses (server-sent events) as they come
@@ -108,11 +111,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Identity headers are the gateway's to set; a client's copies never pass.
 	r.Header.Del(web.SubjectHeader)
 	r.Header.Del(web.RolesHeader)
-	if problem := pathProblem(r.URL); problem != "" {
-		web.Error(w, r, http.StatusBadRequest, problem)
-		return
-	}
-	g.mux.ServeHTTP(w, r)
+	g.obs.serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if problem := pathProblem(r.URL); problem != "" {
+			web.Error(w, r, http.StatusBadRequest, problem)
+			return
+		}
+		g.mux.ServeHTTP(w, r)
+	}))
 }
 
 func (g *Gateway) routeHandler(routes []Route) http.Handler {
@@ -128,6 +133,9 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			return
 		}
 		route := routes[i]
+		if x := exchangeOf(r.Context()); x != nil {
+			x.route = route.name
+		}
 		if r.ContentLength > g.max {
 			web.Error(w, r, http.StatusRequestEntityTooLarge, "the body is larger than the gateway accepts")
 			return

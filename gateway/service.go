@@ -99,6 +99,9 @@ func (s *Service) setup(ctx context.Context) error {
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}
 	g := New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger(), self)
+	if err := n.Metrics.Register(g.Collector()); err != nil {
+		return fmt.Errorf("gateway metrics: %w", err)
+	}
 	n.Append(runtime.Hook{Name: "rate limit store", Stop: func(context.Context) error { return g.Close() }})
 	n.Mux.Handle("/", g)
 	return nil
