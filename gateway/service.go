@@ -27,6 +27,9 @@ type ServiceConfig struct {
 	BusURL string
 	Listen string // the public address, such as :8080
 	Routes Config
+	// RoutesFile, when set, is the file Routes came from: a change to it is
+	// put in force without a restart (checked every second).
+	RoutesFile string
 	// Resilience guards the gateway's calls to the services: see
 	// node.Config.Resilience.
 	Resilience []byte
@@ -98,12 +101,29 @@ func (s *Service) setup(ctx context.Context) error {
 		"/admin/chaos/{service}/{instance}":      chaos,
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}
-	g := New(s.cfg.Routes, transport, keys.Keyfunc, n.Logger(), self)
-	if err := n.Metrics.Register(g.Collector()); err != nil {
+	var rl *Reloader
+	self["/admin/routes"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rl.Handler().ServeHTTP(w, r) })
+	rl = NewReloader(s.cfg.Routes, func(cfg Config) *Gateway { return New(cfg, transport, keys.Keyfunc, n.Logger(), self) })
+	if err := n.Metrics.Register(rl.Gateway().Collector()); err != nil {
 		return fmt.Errorf("gateway metrics: %w", err)
 	}
-	n.Append(runtime.Hook{Name: "rate limit store", Stop: func(context.Context) error { return g.Close() }})
-	n.Mux.Handle("/", g)
+	n.Append(runtime.Hook{Name: "rate limit store", Stop: func(context.Context) error { return rl.Close() }})
+	if s.cfg.RoutesFile != "" {
+		watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			rl.Watch(watchCtx, s.cfg.RoutesFile, time.Second, func(err error) {
+				if err != nil {
+					n.Logger().Warn("route file not reloaded; the routes in force stay", "err", err)
+					return
+				}
+				n.Logger().Info("routes reloaded", "file", s.cfg.RoutesFile)
+			})
+		}()
+		n.Append(runtime.Hook{Name: "route file watch", Stop: func(context.Context) error { stopWatch(); <-done; return nil }})
+	}
+	n.Mux.Handle("/", rl)
 	return nil
 }
 

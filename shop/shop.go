@@ -44,6 +44,9 @@ type Config struct {
 	DataDir       string // all state: broker store and one database per service
 	AdminPassword string // see customer.Config.AdminPassword
 	Routes        []byte // gateway route file; nil for the built-in one
+	// RoutesFile is read when Routes is nil, and watched: the gateway puts
+	// a change to it in force without a restart.
+	RoutesFile string
 	// Clients are the machine clients of the token endpoint (OAuth 2.0
 	// client credentials): see customer.Config.Clients.
 	Clients []customer.Client
@@ -112,6 +115,13 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}
 	if cfg.LogOutput == nil {
 		cfg.LogOutput = os.Stderr
+	}
+	if cfg.Routes == nil && cfg.RoutesFile != "" {
+		b, err := os.ReadFile(cfg.RoutesFile)
+		if err != nil {
+			return nil, fmt.Errorf("read routes: %w", err)
+		}
+		cfg.Routes = b
 	}
 	if cfg.Routes == nil {
 		cfg.Routes = deploy.GatewayRoutes()
@@ -230,6 +240,7 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		Resilience: cfg.Resilience,
 		Listen:     cfg.Addr,
 		Routes:     routes,
+		RoutesFile: cfg.RoutesFile,
 	}, logger(gateway.Name), tracer(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.

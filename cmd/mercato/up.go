@@ -49,7 +49,7 @@ prints it.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.addr, "addr", ":8080", "gateway listen address")
 	f.StringVar(&cfg.data, "data", "mercato-data", "directory for all state (broker store, databases)")
-	f.StringVar(&cfg.routes, "routes", "", "gateway route file (default: the built-in deploy/gateway/routes.yaml)")
+	f.StringVar(&cfg.routes, "routes", "", "gateway route file, put in force again whenever it changes (default: the built-in deploy/gateway/routes.yaml)")
 	f.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	f.StringVar(&cfg.saga, "saga", "orchestrated", "saga mode of orders that name none: orchestrated or choreographed")
 	f.DurationVar(&cfg.shipAfter, "ship-after", 10*time.Second, "how long after its confirmation an order ships")
@@ -59,14 +59,6 @@ prints it.`,
 }
 
 func up(cmd *cobra.Command, cfg upConfig) error {
-	var routes []byte
-	if cfg.routes != "" {
-		b, err := os.ReadFile(cfg.routes)
-		if err != nil {
-			return fmt.Errorf("read routes: %w", err)
-		}
-		routes = b
-	}
 	data, err := filepath.Abs(cfg.data)
 	if err != nil {
 		return err
@@ -76,7 +68,7 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		Addr:          cfg.addr,
 		DataDir:       data,
 		AdminPassword: cfg.adminPassword,
-		Routes:        routes,
+		RoutesFile:    cfg.routes,
 		LogOutput:     cmd.ErrOrStderr(),
 		LogLevel:      cfg.logLevel,
 		DefaultSaga:   cfg.saga,
