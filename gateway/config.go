@@ -19,7 +19,9 @@ type Config struct {
 	JWT          JWTConfig       `yaml:"jwt"`
 	MaxBodyBytes int64           `yaml:"max_body_bytes"`
 	RateLimit    RateLimitConfig `yaml:"ratelimit"`
-	Routes       []Route         `yaml:"routes"`
+	// BFF sets the timeouts of the BFF profiles' parts.
+	BFF    BFFConfig `yaml:"bff"`
+	Routes []Route   `yaml:"routes"`
 }
 
 // RateLimitConfig says where callers' allowances are kept and what a
@@ -82,6 +84,7 @@ func ParseConfig(data []byte) (Config, error) {
 		JWT          JWTConfig       `yaml:"jwt"`
 		MaxBodyBytes int64           `yaml:"max_body_bytes"`
 		RateLimit    RateLimitConfig `yaml:"ratelimit"`
+		BFF          BFFConfig       `yaml:"bff"`
 		Routes       []yaml.Node     `yaml:"routes"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -89,7 +92,7 @@ func ParseConfig(data []byte) (Config, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return Config{}, fmt.Errorf("gateway config: %w", err)
 	}
-	cfg := Config{JWT: raw.JWT, MaxBodyBytes: raw.MaxBodyBytes, RateLimit: raw.RateLimit}
+	cfg := Config{JWT: raw.JWT, MaxBodyBytes: raw.MaxBodyBytes, RateLimit: raw.RateLimit, BFF: raw.BFF}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}

@@ -31,7 +31,9 @@ func reloadable(t *testing.T, routes, addr string) (*Reloader, string) {
 	keys := newSigner(t, "k1")
 	var rl *Reloader
 	self := map[string]http.Handler{"/admin/routes": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rl.Handler().ServeHTTP(w, r) })}
-	rl = NewReloader(cfg, func(cfg Config) *Gateway { return New(cfg, transport, keys.jwksKeyfunc(t), slog.New(slog.DiscardHandler), self) })
+	rl = NewReloader(cfg, func(cfg Config) *Gateway {
+		return New(cfg, transport, keys.jwksKeyfunc(t), slog.New(slog.DiscardHandler), self)
+	})
 	t.Cleanup(func() { _ = rl.Close() })
 	srv := httptest.NewServer(web.Correlate(rl))
 	t.Cleanup(srv.Close)
@@ -142,9 +144,9 @@ func TestReloader_AdminAPI(t *testing.T) {
 
 	// Refused files leave the routes in force, and say why.
 	for bad, why := range map[string]string{
-		reloadRoutes + "    cache: 10s\n": "line 17",
+		reloadRoutes + "    cache: 10s\n":                                    "line 17",
 		strings.Replace(reloadRoutes, "http://customer/", "http://evil/", 1): "jwks",
-		strings.Replace(reloadRoutes, "[GET, PUT]", "[GET]", 1):               "PUT /admin/routes",
+		strings.Replace(reloadRoutes, "[GET, PUT]", "[GET]", 1):              "PUT /admin/routes",
 	} {
 		resp, body := put(bad)
 		p := wantProblem(t, resp, body, http.StatusBadRequest)
@@ -180,7 +182,10 @@ func TestReloader_WatchesTheRouteFile(t *testing.T) {
 	reports := make(chan error, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); rl.Watch(ctx, path, 10*time.Millisecond, func(err error) { reports <- err }) }()
+	go func() {
+		defer close(done)
+		rl.Watch(ctx, path, 10*time.Millisecond, func(err error) { reports <- err })
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 
 	// The watcher may take its first look after a write: write until it

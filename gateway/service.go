@@ -101,6 +101,9 @@ func (s *Service) setup(ctx context.Context) error {
 		"/admin/chaos/{service}/{instance}":      chaos,
 		"/admin/chaos/{service}/{instance}/kill": chaos,
 	}
+	bff := bffHandlers(&http.Client{Transport: transport}, s.cfg.Routes.BFF, n.Logger())
+	self[bffWebOrderPath] = bff[bffWebOrderPath]
+	self[bffMobileOrderPath] = bff[bffMobileOrderPath]
 	var rl *Reloader
 	self["/admin/routes"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rl.Handler().ServeHTTP(w, r) })
 	rl = NewReloader(s.cfg.Routes, func(cfg Config) *Gateway { return New(cfg, transport, keys.Keyfunc, n.Logger(), self) })
