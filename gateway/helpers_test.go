@@ -142,14 +142,7 @@ func closedAddr(t *testing.T) string {
 // web.Instrument does in production, and returns its URL and a client.
 func serve(t *testing.T, routes string, services map[string][]string, kf jwt.Keyfunc) (string, *http.Client) {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(routes))
-	if err != nil {
-		t.Fatalf("parse routes: %v", err)
-	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(base.CloseIdleConnections)
-	gw := New(cfg, discovery.Transport(discovery.Static(services), base), kf, slog.New(slog.DiscardHandler))
-	srv := httptest.NewServer(web.Correlate(gw))
+	srv := httptest.NewServer(gatewayHandler(t, routes, services, kf, nil))
 	t.Cleanup(srv.Close)
 	return srv.URL, srv.Client()
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mercato-shop/mercato/platform/web"
 )
 
 // exchange is what the gateway learns about one request while serving it,
@@ -72,18 +74,18 @@ func (o *observer) Collect(ch chan<- prometheus.Metric) {
 func (o *observer) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	start := time.Now()
 	x := &exchange{}
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	sw := &web.StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 	next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 	elapsed := time.Since(start)
 	route := x.route
 	if route == "" {
 		route = "none" // bounded: unmatched paths are not labels
 	}
-	o.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+	o.requests.WithLabelValues(route, strconv.Itoa(sw.Status)).Inc()
 	o.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 	o.logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
 		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-		slog.String("upstream", x.upstream), slog.Int("status", sw.status),
+		slog.String("upstream", x.upstream), slog.Int("status", sw.Status),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("client", clientIP(r)))
 }
 
@@ -95,17 +97,3 @@ func (o *observer) upstreamAnswered(resp *http.Response, service string) {
 	}
 	o.upstreams.WithLabelValues(service, instance, strconv.Itoa(resp.StatusCode)).Inc()
 }
-
-// statusWriter remembers the status. Unwrap lets http.ResponseController
-// reach the connection (flushes for streams, deadlines).
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

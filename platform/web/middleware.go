@@ -124,24 +124,26 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 				return
 			}
 			start := time.Now()
-			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			sw := &StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 			next.ServeHTTP(sw, r)
 			logger.DebugContext(r.Context(), "request", "method", r.Method, "path", r.URL.Path,
-				"status", sw.status, "duration", time.Since(start))
+				"status", sw.Status, "duration", time.Since(start))
 		})
 	}
 }
 
-// statusWriter remembers the status code. Unwrap lets http.ResponseController
-// reach the underlying writer (flushing server-sent events, deadlines).
-type statusWriter struct {
+// StatusWriter remembers the status code, for logs and metrics: start it
+// at 200, which a handler that never calls WriteHeader answers. Unwrap lets
+// http.ResponseController reach the underlying writer (flushing server-sent
+// events, deadlines).
+type StatusWriter struct {
 	http.ResponseWriter
-	status int
+	Status int
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
+func (w *StatusWriter) WriteHeader(code int) {
+	w.Status = code
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
