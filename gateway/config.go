@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.yaml.in/yaml/v3"
@@ -68,12 +69,25 @@ type Route struct {
 	// RateLimit is the limit per caller (the token's subject, else the
 	// client's address); RateLimitConfig.Default when not set.
 	RateLimit Limit `yaml:"-"` // read by ParseConfig, to name the line of a bad one
-	line      int
+	// Split sends the route's requests to versions of the service (canary,
+	// blue-green); nil sends them to any instance.
+	Split *Split `yaml:"split"`
+	// Timeout bounds the upstream exchange to the end of the answer,
+	// retries included: past it before the answer began, the caller gets
+	// 504. Zero leaves it to the service's resilience policies.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rewrite changes the upstream path and headers, and the answer's
+	// headers.
+	Rewrite *Rewrite `yaml:"rewrite"`
+	// Fields, when set, keeps only these top-level fields of a JSON answer
+	// (of each element, for an array): a client gets what it needs.
+	Fields []string `yaml:"fields"`
+	line   int
 	// name identifies the route in limits, logs and metrics: "GET /api/products".
 	name string
 }
 
-var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream", "ratelimit"}
+var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream", "ratelimit", "split", "timeout", "rewrite", "fields"}
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 
@@ -188,6 +202,23 @@ func (r Route) validate() []string {
 	}
 	if !serviceName.MatchString(r.Service) {
 		out = append(out, fmt.Sprintf("service %q must be a service name", r.Service))
+	}
+	if r.Split != nil {
+		out = append(out, r.Split.validate()...)
+	}
+	if r.Rewrite != nil {
+		out = append(out, r.Rewrite.validate(r.Path)...)
+	}
+	if r.Timeout < 0 || r.Timeout > 5*time.Minute {
+		out = append(out, "timeout must be from 0 to 5m")
+	}
+	if r.Timeout > 0 && r.Stream {
+		out = append(out, "timeout and stream exclude each other: a stream lasts as long as it must")
+	}
+	for _, f := range r.Fields {
+		if f == "" {
+			out = append(out, "fields: a field name is empty")
+		}
 	}
 	switch r.Auth {
 	case AuthNone:

@@ -80,7 +80,14 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 		ModifyResponse: func(resp *http.Response) error {
 			// The gateway already echoes the id; the upstream's copy would repeat it.
 			resp.Header.Del(telemetry.CorrelationHeader)
-			g.obs.upstreamAnswered(resp, resp.Request.Context().Value(routeKey{}).(Route).Service)
+			route := resp.Request.Context().Value(routeKey{}).(Route)
+			g.obs.upstreamAnswered(resp, route.Service)
+			if route.Rewrite != nil {
+				route.Rewrite.ResponseHeaders.apply(resp.Header)
+			}
+			if len(route.Fields) > 0 {
+				return filterFields(resp, route.Fields)
+			}
 			return nil
 		},
 		FlushInterval: -1, // stream responses (server-sent events) as they come
@@ -182,7 +189,20 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 				g.logger.DebugContext(r.Context(), "lift read deadline", "path", r.URL.Path, "err", err)
 			}
 		}
-		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
+		ctx := context.WithValue(r.Context(), routeKey{}, route)
+		if route.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+			defer cancel()
+		}
+		if route.Split != nil {
+			v := route.Split.pick(r)
+			ctx = discovery.WithVersion(ctx, v)
+			if x := exchangeOf(ctx); x != nil {
+				x.version = v
+			}
+		}
+		g.proxy.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -197,6 +217,12 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		if v := pr.In.Header.Get(h); v != "" {
 			pr.Out.Header.Set(h, v)
 		}
+	}
+	if rw := route.Rewrite; rw != nil {
+		if rw.Path != "" {
+			pr.Out.URL.Path, pr.Out.URL.RawPath = rw.path(pr.In)
+		}
+		rw.RequestHeaders.apply(pr.Out.Header)
 	}
 }
 

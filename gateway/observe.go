@@ -18,6 +18,7 @@ import (
 type exchange struct {
 	route    string // "" when no route matched
 	upstream string // the instance's address; "" when none answered
+	version  string // the version a split chose; "" without a split
 }
 
 type exchangeKey struct{}
@@ -85,7 +86,7 @@ func (o *observer) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 	o.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 	o.logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
 		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-		slog.String("upstream", x.upstream), slog.Int("status", sw.Status),
+		slog.String("upstream", x.upstream), slog.String("version", x.version), slog.Int("status", sw.Status),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("client", clientIP(r)))
 }
 

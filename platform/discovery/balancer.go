@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -112,6 +113,13 @@ func (b *Balancer) Resolve(ctx context.Context, service string) (Instance, error
 		return Instance{}, fmt.Errorf("discovery: resolve %s: %w", service, err)
 	}
 	live := b.list.Instances(service)
+	if v := VersionOf(ctx); v != "" {
+		// A copy: the list may be the lister's own.
+		live = slices.DeleteFunc(slices.Clone(live), func(inst Instance) bool { return inst.Version != v })
+		if len(live) == 0 {
+			return Instance{}, fmt.Errorf("%w of %q version %q", ErrNoInstance, service, v)
+		}
+	}
 	if len(live) == 0 {
 		return Instance{}, fmt.Errorf("%w of %q", ErrNoInstance, service)
 	}

@@ -210,3 +210,41 @@ func TestBalancer_LearnsFromTheTransport(t *testing.T) {
 		t.Fatalf("the healthy instance got %s calls, want 18", got)
 	}
 }
+
+// A call that asks for a version gets an instance of it, or none.
+func TestBalancer_PicksTheVersionAskedFor(t *testing.T) {
+	list := fixedList{"inventory": {
+		{Service: "inventory", ID: "a", Addr: "a:1", Version: "v1"},
+		{Service: "inventory", ID: "b", Addr: "b:1", Version: "v2"},
+		{Service: "inventory", ID: "c", Addr: "c:1", Version: "v1"},
+	}}
+	b, err := NewBalancer(list, BalancerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for range 100 {
+		inst, err := b.Resolve(WithVersion(context.Background(), "v1"), "inventory")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Done(inst, nil)
+		seen[inst.Version]++
+	}
+	if seen["v1"] != 100 {
+		t.Fatalf("versions picked for v1: %v", seen)
+	}
+	if _, err := b.Resolve(WithVersion(context.Background(), "v3"), "inventory"); !errors.Is(err, ErrNoInstance) {
+		t.Fatalf("an absent version: %v, want ErrNoInstance", err)
+	}
+	if n := len(list["inventory"]); n != 3 || list["inventory"][1].Version != "v2" {
+		t.Fatal("filtering changed the lister's list")
+	}
+	if _, err := Static(map[string][]string{"inventory": {"a:1"}}).Resolve(WithVersion(context.Background(), "v1"), "inventory"); !errors.Is(err, ErrNoInstance) {
+		t.Fatalf("a static table asked for a version: %v, want ErrNoInstance", err)
+	}
+}
+
+type fixedList map[string][]Instance
+
+func (l fixedList) Instances(service string) []Instance { return l[service] }

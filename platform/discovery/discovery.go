@@ -42,6 +42,21 @@ func (inst Instance) clone() Instance {
 	return inst
 }
 
+type versionKey struct{}
+
+// WithVersion asks resolvers for an instance of that version of the
+// service only (Instance.Version): how a canary or blue-green split sends a
+// call to the version it chose.
+func WithVersion(ctx context.Context, version string) context.Context {
+	return context.WithValue(ctx, versionKey{}, version)
+}
+
+// VersionOf is the version WithVersion asked for, or "" for any.
+func VersionOf(ctx context.Context) string {
+	v, _ := ctx.Value(versionKey{}).(string)
+	return v
+}
+
 // Resolver picks an instance of a service; it is what clients need.
 type Resolver interface {
 	Resolve(ctx context.Context, service string) (Instance, error)
@@ -83,6 +98,10 @@ func (s staticResolver) Resolve(ctx context.Context, service string) (Instance, 
 	svc, ok := s.services[service]
 	if !ok {
 		return Instance{}, fmt.Errorf("%w of %q", ErrNoInstance, service)
+	}
+	if v := VersionOf(ctx); v != "" {
+		// A static table knows no versions: name each its own service.
+		return Instance{}, fmt.Errorf("%w of %q version %q", ErrNoInstance, service, v)
 	}
 	addr := svc.addrs[(svc.next.Add(1)-1)%uint64(len(svc.addrs))]
 	return Instance{Service: service, ID: addr, Addr: addr}, nil
