@@ -90,7 +90,10 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 			}
 			return nil
 		},
-		FlushInterval: -1, // stream responses (server-sent events) as they come
+		// No periodic flush: ReverseProxy flushes each write of a
+		// text/event-stream answer or one of unknown length as it comes, and
+		// a flush per write elsewhere costs a write syscall per response.
+		FlushInterval: 0,
 	}
 	byPath := map[string][]Route{}
 	var paths []string
