@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/mercato-shop/mercato/platform/web"
 )
@@ -86,7 +87,7 @@ func parseCacheConfig(n *yaml.Node) (CacheConfig, error) {
 				return CacheConfig{}, errors.New("cache: vary is a list of request header names")
 			}
 			for _, h := range v.Content {
-				if h.Kind != yaml.ScalarNode || !isToken(h.Value) || h.Value == "*" {
+				if h.Kind != yaml.ScalarNode || !httpguts.ValidHeaderFieldName(h.Value) || h.Value == "*" {
 					return CacheConfig{}, fmt.Errorf("cache: vary: %q is not a header name", h.Value)
 				}
 				if name := http.CanonicalHeaderKey(h.Value); !slices.Contains(cfg.Vary, name) {
@@ -115,20 +116,6 @@ func parseCacheTTL(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("cache: ttl %q must be a duration above 0s and at most 24h", s)
 	}
 	return ttl, nil
-}
-
-// isToken reports whether s is an RFC 9110 token, what a header name is.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range []byte(s) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // responseCache holds answers of cached routes, within a total byte budget,

@@ -21,8 +21,10 @@ type Config struct {
 	MaxBodyBytes int64           `yaml:"max_body_bytes"`
 	RateLimit    RateLimitConfig `yaml:"ratelimit"`
 	// BFF sets the timeouts of the BFF profiles' parts.
-	BFF    BFFConfig `yaml:"bff"`
-	Routes []Route   `yaml:"routes"`
+	BFF BFFConfig `yaml:"bff"`
+	// CacheMaxBytes bounds the response cache of all routes together.
+	CacheMaxBytes int64   `yaml:"cache_max_bytes"`
+	Routes        []Route `yaml:"routes"`
 }
 
 // RateLimitConfig says where callers' allowances are kept and what a
@@ -82,12 +84,14 @@ type Route struct {
 	// Fields, when set, keeps only these top-level fields of a JSON answer
 	// (of each element, for an array): a client gets what it needs.
 	Fields []string `yaml:"fields"`
-	line   int
+	// Cache answers GETs from memory for a while; a zero TTL caches nothing.
+	Cache CacheConfig `yaml:"-"` // read by ParseConfig, to name the line of a bad one
+	line  int
 	// name identifies the route in limits, logs and metrics: "GET /api/products".
 	name string
 }
 
-var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream", "ratelimit", "split", "timeout", "rewrite", "fields"}
+var routeKeys = []string{"path", "methods", "service", "auth", "roles", "stream", "ratelimit", "split", "timeout", "rewrite", "fields", "cache"}
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
 
@@ -99,6 +103,7 @@ func ParseConfig(data []byte) (Config, error) {
 		MaxBodyBytes int64           `yaml:"max_body_bytes"`
 		RateLimit    RateLimitConfig `yaml:"ratelimit"`
 		BFF          BFFConfig       `yaml:"bff"`
+		CacheMax     int64           `yaml:"cache_max_bytes"`
 		Routes       []yaml.Node     `yaml:"routes"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -106,9 +111,12 @@ func ParseConfig(data []byte) (Config, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return Config{}, fmt.Errorf("gateway config: %w", err)
 	}
-	cfg := Config{JWT: raw.JWT, MaxBodyBytes: raw.MaxBodyBytes, RateLimit: raw.RateLimit, BFF: raw.BFF}
+	cfg := Config{JWT: raw.JWT, MaxBodyBytes: raw.MaxBodyBytes, RateLimit: raw.RateLimit, BFF: raw.BFF, CacheMaxBytes: raw.CacheMax}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.CacheMaxBytes <= 0 {
+		cfg.CacheMaxBytes = 64 << 20
 	}
 	var errs []error
 	switch cfg.RateLimit.Store {
@@ -146,6 +154,13 @@ func ParseConfig(data []byte) (Config, error) {
 			if err := r.RateLimit.UnmarshalYAML(v); err != nil {
 				errs = append(errs, fmt.Errorf("gateway config: line %d: %w", v.Line, err))
 			}
+		}
+		if v := value(n, "cache"); v != nil {
+			c, err := parseCacheConfig(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("gateway config: line %d: %w", v.Line, err))
+			}
+			r.Cache = c
 		}
 		if r.Auth == "" {
 			r.Auth = AuthJWT // closed by default: a route is public only when it says so
@@ -205,6 +220,9 @@ func (r Route) validate() []string {
 	}
 	if r.Split != nil {
 		out = append(out, r.Split.validate()...)
+	}
+	if r.Cache.TTL > 0 && (!slices.Contains(r.Methods, http.MethodGet) || r.Stream || r.Service == Self || len(r.Fields) > 0) {
+		out = append(out, "cache needs a GET route to an upstream service that does not stream or filter fields")
 	}
 	if r.Rewrite != nil {
 		out = append(out, r.Rewrite.validate(r.Path)...)

@@ -35,6 +35,7 @@ type Gateway struct {
 	self   map[string]http.Handler
 	limits *limiter
 	obs    *observer
+	cache  *responseCache
 	// closeStore releases the rate limit store's connections.
 	closeStore func() error
 }
@@ -54,6 +55,7 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 		logger: logger,
 		self:   map[string]http.Handler{},
 		obs:    newObserver(logger),
+		cache:  newResponseCache(cfg.CacheMaxBytes, time.Now),
 	}
 	for _, m := range self {
 		maps.Copy(g.self, m)
@@ -204,6 +206,10 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			if x := exchangeOf(ctx); x != nil {
 				x.version = v
 			}
+		}
+		if route.Cache.TTL > 0 {
+			g.cache.serve(w, r.WithContext(ctx), route.name, route.Cache, g.proxy)
+			return
 		}
 		g.proxy.ServeHTTP(w, r.WithContext(ctx))
 	})

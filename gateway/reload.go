@@ -87,10 +87,14 @@ func (r *Reloader) Load(data []byte, source string) (*live, error) {
 	return next, nil
 }
 
-// inherit takes over prev's metrics and, when the rate limit settings did
+// inherit takes over prev's metrics and cache and, when the rate limit settings did
 // not change, its store with every caller's allowance.
 func (g *Gateway) inherit(prev *Gateway, sameStore bool) {
 	g.obs = prev.obs
+	// The routes may have changed: what the cache holds goes, the cache
+	// (and its registered metrics) stays.
+	prev.cache.reset(g.cache.max)
+	g.cache = prev.cache
 	if sameStore {
 		_ = g.closeStore()
 		g.limits.store, g.closeStore = prev.limits.store, prev.closeStore

@@ -107,8 +107,10 @@ func (s *Service) setup(ctx context.Context) error {
 	var rl *Reloader
 	self["/admin/routes"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rl.Handler().ServeHTTP(w, r) })
 	rl = NewReloader(s.cfg.Routes, func(cfg Config) *Gateway { return New(cfg, transport, keys.Keyfunc, n.Logger(), self) })
-	if err := n.Metrics.Register(rl.Gateway().Collector()); err != nil {
-		return fmt.Errorf("gateway metrics: %w", err)
+	for _, c := range append(rl.Gateway().cache.collectors(), rl.Gateway().Collector()) {
+		if err := n.Metrics.Register(c); err != nil {
+			return fmt.Errorf("gateway metrics: %w", err)
+		}
 	}
 	n.Append(runtime.Hook{Name: "rate limit store", Stop: func(context.Context) error { return rl.Close() }})
 	if s.cfg.RoutesFile != "" {

@@ -155,6 +155,7 @@ func TestShop_BulkheadKeepsASlowInventoryFromStarvingPayment(t *testing.T) {
 	for range 12 {
 		wg.Go(func() {
 			req, _ := http.NewRequestWithContext(ctx, "GET", c.base+"/api/products", nil)
+			req.Header.Set("Cache-Control", "no-cache") // each read its own call, not one coalesced
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				return // canceled at the end of the test
