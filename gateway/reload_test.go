@@ -144,7 +144,7 @@ func TestReloader_AdminAPI(t *testing.T) {
 
 	// Refused files leave the routes in force, and say why.
 	for bad, why := range map[string]string{
-		reloadRoutes + "    cache: 0s\n":                                    "line 17",
+		reloadRoutes + "    cache: 0s\n":                                     "line 17",
 		strings.Replace(reloadRoutes, "http://customer/", "http://evil/", 1): "jwks",
 		strings.Replace(reloadRoutes, "[GET, PUT]", "[GET]", 1):              "PUT /admin/routes",
 	} {
