@@ -224,6 +224,9 @@ func (r Route) validate() []string {
 	if r.Cache.TTL > 0 && (!slices.Contains(r.Methods, http.MethodGet) || r.Stream || r.Service == Self || len(r.Fields) > 0) {
 		out = append(out, "cache needs a GET route to an upstream service that does not stream or filter fields")
 	}
+	if r.Cache.TTL > 0 && r.Split != nil {
+		out = append(out, "cache and split exclude each other: a cached answer would cross versions")
+	}
 	if r.Rewrite != nil {
 		out = append(out, r.Rewrite.validate(r.Path)...)
 	}

@@ -118,4 +118,8 @@ func TestSplit_Validation(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not a header name") {
 		t.Errorf("a bad header: %v", err)
 	}
+	_, err = ParseConfig([]byte(fmt.Sprintf(splitRoutes, 1, 1) + "    cache: 5s\n"))
+	if err == nil || !strings.Contains(err.Error(), "cross versions") {
+		t.Errorf("a cached split: %v", err)
+	}
 }
