@@ -84,10 +84,15 @@ func (o *observer) serve(w http.ResponseWriter, r *http.Request, next http.Handl
 	}
 	o.requests.WithLabelValues(route, strconv.Itoa(sw.Status)).Inc()
 	o.duration.WithLabelValues(route).Observe(elapsed.Seconds())
-	o.logger.LogAttrs(r.Context(), slog.LevelInfo, "access",
+	attrs := []slog.Attr{
 		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-		slog.String("upstream", x.upstream), slog.String("version", x.version), slog.Int("status", sw.Status),
-		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("client", clientIP(r)))
+		slog.String("upstream", x.upstream), slog.Int("status", sw.Status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000), slog.String("client", clientIP(r)),
+	}
+	if x.version != "" {
+		attrs = append(attrs, slog.String("version", x.version))
+	}
+	o.logger.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
 }
 
 // upstreamAnswered records the instance that answered a proxied request.
