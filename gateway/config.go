@@ -27,6 +27,16 @@ type Config struct {
 	Routes        []Route `yaml:"routes"`
 }
 
+// WithoutRateLimits returns cfg with every route's limit off.
+func (cfg Config) WithoutRateLimits() Config {
+	cfg.Routes = slices.Clone(cfg.Routes)
+	for i := range cfg.Routes {
+		cfg.Routes[i].RateLimit = Limit{}
+	}
+	cfg.RateLimit.Default = Limit{}
+	return cfg
+}
+
 // RateLimitConfig says where callers' allowances are kept and what a
 // route without a limit of its own gets.
 type RateLimitConfig struct {

@@ -32,13 +32,20 @@ type live struct {
 // metrics and the self routes carry over.
 type Reloader struct {
 	build func(Config) *Gateway
-	cur   atomic.Pointer[live]
-	mu    sync.Mutex // one reload at a time
+	// Prepare, when set, adjusts every route file before it is put in
+	// force, the first included (NoRateLimits).
+	prepare func(Config) Config
+	cur     atomic.Pointer[live]
+	mu      sync.Mutex // one reload at a time
 }
 
-// NewReloader serves cfg through build(cfg) and reloads through build.
-func NewReloader(cfg Config, build func(Config) *Gateway) *Reloader {
-	r := &Reloader{build: build}
+// NewReloader serves cfg through build(cfg) and reloads through build;
+// prepare, when not nil, adjusts each route file first.
+func NewReloader(cfg Config, build func(Config) *Gateway, prepare func(Config) Config) *Reloader {
+	if prepare != nil {
+		cfg = prepare(cfg)
+	}
+	r := &Reloader{build: build, prepare: prepare}
 	r.cur.Store(&live{gw: build(cfg), cfg: cfg, version: 1, loadedAt: time.Now().UTC(), source: "start"})
 	return r
 }
@@ -63,6 +70,9 @@ func (r *Reloader) Load(data []byte, source string) (*live, error) {
 	cfg, err := ParseConfig(data)
 	if err != nil {
 		return nil, err
+	}
+	if r.prepare != nil {
+		cfg = r.prepare(cfg)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

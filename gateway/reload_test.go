@@ -33,7 +33,7 @@ func reloadable(t *testing.T, routes, addr string) (*Reloader, string) {
 	self := map[string]http.Handler{"/admin/routes": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rl.Handler().ServeHTTP(w, r) })}
 	rl = NewReloader(cfg, func(cfg Config) *Gateway {
 		return New(cfg, transport, keys.jwksKeyfunc(t), slog.New(slog.DiscardHandler), self)
-	})
+	}, nil)
 	t.Cleanup(func() { _ = rl.Close() })
 	srv := httptest.NewServer(web.Correlate(rl))
 	t.Cleanup(srv.Close)

@@ -30,6 +30,9 @@ type ServiceConfig struct {
 	// RoutesFile, when set, is the file Routes came from: a change to it is
 	// put in force without a restart (checked every second).
 	RoutesFile string
+	// NoRateLimits turns off the rate limits of every route file put in
+	// force, for load generators.
+	NoRateLimits bool
 	// Resilience guards the gateway's calls to the services: see
 	// node.Config.Resilience.
 	Resilience []byte
@@ -106,7 +109,11 @@ func (s *Service) setup(ctx context.Context) error {
 	self[bffMobileOrderPath] = bff[bffMobileOrderPath]
 	var rl *Reloader
 	self["/admin/routes"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rl.Handler().ServeHTTP(w, r) })
-	rl = NewReloader(s.cfg.Routes, func(cfg Config) *Gateway { return New(cfg, transport, keys.Keyfunc, n.Logger(), self) })
+	var prepare func(Config) Config
+	if s.cfg.NoRateLimits {
+		prepare = Config.WithoutRateLimits
+	}
+	rl = NewReloader(s.cfg.Routes, func(cfg Config) *Gateway { return New(cfg, transport, keys.Keyfunc, n.Logger(), self) }, prepare)
 	for _, c := range append(rl.Gateway().cache.collectors(), rl.Gateway().Collector()) {
 		if err := n.Metrics.Register(c); err != nil {
 			return fmt.Errorf("gateway metrics: %w", err)

@@ -14,6 +14,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -50,6 +51,11 @@ type Config struct {
 	// Clients are the machine clients of the token endpoint (OAuth 2.0
 	// client credentials): see customer.Config.Clients.
 	Clients []customer.Client
+	// Canary names services whose last replica announces the version
+	// "canary" in discovery; every other instance announces "stable". A
+	// route's split then sends a share of its calls to it. Each needs at
+	// least 2 replicas.
+	Canary []string
 	// NoRateLimits turns the gateway's rate limits off, for load
 	// generators: hammering is what the limits stop.
 	NoRateLimits bool
@@ -104,7 +110,26 @@ func replicas(cfg Config) (func(service string) int, error) {
 			return nil, fmt.Errorf("replicas: %s=%d, want 1 to %d", name, n, maxReplicas)
 		}
 	}
+	for _, name := range cfg.Canary {
+		if cfg.Replicas[name] < 2 {
+			return nil, fmt.Errorf("canary: %s needs at least 2 replicas, one of them the canary", name)
+		}
+	}
 	return func(service string) int { return max(cfg.Replicas[service], 1) }, nil
+}
+
+// Versions announced in discovery by the instances of `mercato up`.
+const (
+	VersionStable = "stable"
+	VersionCanary = "canary"
+)
+
+// version is what replica i (from 0) of service announces.
+func version(cfg Config, service string, i, n int) string {
+	if i == n-1 && slices.Contains(cfg.Canary, service) {
+		return VersionCanary
+	}
+	return VersionStable
 }
 
 // Start starts the broker and the services, in dependency order. On failure,
@@ -132,11 +157,6 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	routes, err := gateway.ParseConfig(cfg.Routes)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.NoRateLimits {
-		for i := range routes.Routes {
-			routes.Routes[i].RateLimit = gateway.Limit{}
-		}
 	}
 	count, err := replicas(cfg)
 	if err != nil {
@@ -184,11 +204,12 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	// Replicas start one after the other: the first migrates and seeds,
 	// the others find it done.
 	var hooks []runtime.Hook
-	for range count(customer.Name) {
+	for i := range count(customer.Name) {
 		c := customer.New(customer.Config{
 			DSN:           storage.SQLiteDSN(cfg.DataDir, customer.Name),
 			BusURL:        url,
 			Resilience:    cfg.Resilience,
+			Version:       version(cfg, customer.Name, i, count(customer.Name)),
 			Issuer:        "mercato",
 			Audience:      "mercato",
 			AdminPassword: cfg.AdminPassword,
@@ -199,29 +220,32 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 		}
 		hooks = append(hooks, c.Hook())
 	}
-	for range count(inventory.Name) {
+	for i := range count(inventory.Name) {
 		hooks = append(hooks, inventory.New(inventory.Config{
 			DSN:        storage.SQLiteDSN(cfg.DataDir, inventory.Name),
 			BusURL:     url,
 			Resilience: cfg.Resilience,
+			Version:    version(cfg, inventory.Name, i, count(inventory.Name)),
 			Seed:       true,
 		}, logger(inventory.Name), tracer(inventory.Name)).Hook())
 	}
-	for range count(payment.Name) {
+	for i := range count(payment.Name) {
 		hooks = append(hooks, payment.New(payment.Config{
 			DSN:         storage.SQLiteDSN(cfg.DataDir, payment.Name),
 			BusURL:      url,
 			Resilience:  cfg.Resilience,
+			Version:     version(cfg, payment.Name, i, count(payment.Name)),
 			ProviderURL: s.provider.URL(),
 			Attempts:    cfg.PaymentAttempts,
 			Backoff:     cfg.PaymentBackoff,
 		}, logger(payment.Name), tracer(payment.Name)).Hook())
 	}
-	for range count(order.Name) {
+	for i := range count(order.Name) {
 		hooks = append(hooks, order.New(order.Config{
 			DSN:           storage.SQLiteDSN(cfg.DataDir, order.Name),
 			BusURL:        url,
 			Resilience:    cfg.Resilience,
+			Version:       version(cfg, order.Name, i, count(order.Name)),
 			SagaRetry:     cfg.SagaRetry,
 			StepTimeout:   cfg.StepTimeout,
 			DefaultSaga:   cfg.DefaultSaga,
@@ -236,11 +260,12 @@ func Start(ctx context.Context, cfg Config) (*Shop, error) {
 	}, logger(orderview.Name), tracer(orderview.Name))
 	hooks = append(hooks, view.Hook())
 	s.gateway = gateway.NewService(gateway.ServiceConfig{
-		BusURL:     url,
-		Resilience: cfg.Resilience,
-		Listen:     cfg.Addr,
-		Routes:     routes,
-		RoutesFile: cfg.RoutesFile,
+		BusURL:       url,
+		Resilience:   cfg.Resilience,
+		Listen:       cfg.Addr,
+		Routes:       routes,
+		RoutesFile:   cfg.RoutesFile,
+		NoRateLimits: cfg.NoRateLimits,
 	}, logger(gateway.Name), tracer(gateway.Name))
 
 	// The gateway starts last so that its first requests find the others.

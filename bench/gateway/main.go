@@ -309,7 +309,7 @@ func startGateway(ctx context.Context, cfg gateway.Config, transport http.RoundT
 	}
 	rl := gateway.NewReloader(cfg, func(c gateway.Config) *gateway.Gateway {
 		return gateway.New(c, transport, keys.Keyfunc, logger)
-	})
+	}, nil)
 	mux := http.NewServeMux()
 	(&runtime.Health{}).Register(mux)
 	mux.Handle("/", rl)

@@ -26,6 +26,7 @@ type upConfig struct {
 	replicas      map[string]int
 	adminPassword string
 	rateLimits    bool
+	canary        []string
 }
 
 func upCmd() *cobra.Command {
@@ -54,6 +55,7 @@ prints it.`,
 	f.StringVar(&cfg.saga, "saga", "orchestrated", "saga mode of orders that name none: orchestrated or choreographed")
 	f.DurationVar(&cfg.shipAfter, "ship-after", 10*time.Second, "how long after its confirmation an order ships")
 	f.StringToIntVar(&cfg.replicas, "replicas", nil, "instances per service, as payment=3,inventory=2 (customer, inventory, order, payment)")
+	f.StringSliceVar(&cfg.canary, "canary", nil, "services whose last replica announces version canary (the others: stable), for a route's split")
 	f.BoolVar(&cfg.rateLimits, "rate-limits", true, "apply the gateway's rate limits; --rate-limits=false for a load generator")
 	return cmd
 }
@@ -75,6 +77,7 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		ShipAfter:     cfg.shipAfter,
 		Replicas:      cfg.replicas,
 		NoRateLimits:  !cfg.rateLimits,
+		Canary:        cfg.canary,
 	}, func(s *shop.Shop) { announce(out, s, data) })
 }
 

@@ -36,6 +36,9 @@ type Config struct {
 	// Resilience guards the service's calls to others: see
 	// node.Config.Resilience.
 	Resilience []byte
+	// Version is what the instance announces in discovery (canary,
+	// blue-green splits pick instances by it); empty for none.
+	Version string
 }
 
 // Service is a running inventory service.
@@ -54,6 +57,7 @@ func New(cfg Config, logger *slog.Logger, tp trace.TracerProvider) *Service {
 		Listen:     cfg.Listen,
 		Logger:     logger,
 		Resilience: cfg.Resilience,
+		Version:    cfg.Version,
 		Tracer:     tp,
 	})}
 }
