@@ -230,8 +230,19 @@ func (c *responseCache) serve(w http.ResponseWriter, r *http.Request, route stri
 		gen := c.gen
 		c.mu.Unlock()
 		store := noCache && !noStore && !conditional(r.Header) && r.Method == http.MethodGet
-		if e := c.fetch(w, r, cacheKey(r, route, cfg), cfg, next, "BYPASS", store); e != nil {
+		key := cacheKey(r, route, cfg)
+		e := c.fetch(w, r, key, cfg, next, "BYPASS", store)
+		switch {
+		case e != nil:
 			c.put(e, gen)
+		case store:
+			// The fresh answer may not be stored: neither may the old one
+			// still be served.
+			c.mu.Lock()
+			if el, ok := c.entries[key]; ok {
+				c.removeLocked(el)
+			}
+			c.mu.Unlock()
 		}
 		return
 	}
@@ -260,20 +271,32 @@ func (c *responseCache) serve(w http.ResponseWriter, r *http.Request, route stri
 	gen := c.gen
 	c.mu.Unlock()
 	c.misses.WithLabelValues(route).Inc()
-	var e *cacheEntry
+	// The waiters are let go as soon as the upstream's answer is whole, not
+	// when the leader's client has read it: one client that reads slowly
+	// must not hold every other. So the leader's copy of a storable answer
+	// is held and written after; an answer that cannot be stored lets them
+	// go at once and streams.
+	var once sync.Once
+	release := func(e *cacheEntry) {
+		once.Do(func() {
+			c.mu.Lock()
+			if e != nil {
+				c.putLocked(e, gen)
+			}
+			delete(c.flights, key)
+			f.entry = e
+			c.mu.Unlock()
+			close(f.done)
+		})
+	}
 	// Deferred so that waiters are let go even when next panics, as the
 	// reverse proxy does (http.ErrAbortHandler) when a body breaks off.
-	defer func() {
-		c.mu.Lock()
-		if e != nil {
-			c.putLocked(e, gen)
-		}
-		delete(c.flights, key)
-		f.entry = e
-		c.mu.Unlock()
-		close(f.done)
-	}()
-	e = c.fetch(w, r, key, cfg, next, "MISS", true)
+	defer release(nil)
+	rec := c.newRecorder(w, cfg, "MISS", true)
+	rec.hold, rec.onPass = true, func() { release(nil) }
+	next.ServeHTTP(rec, r)
+	release(c.entryOf(rec, key))
+	rec.finish()
 }
 
 // wait answers r with the result of the call in flight f. When that answer
@@ -326,8 +349,17 @@ func (c *responseCache) answer(w http.ResponseWriter, r *http.Request, e *cacheE
 // fetch answers r through next, streaming to w, and returns the answer as
 // an entry when store is set and the answer may be stored.
 func (c *responseCache) fetch(w http.ResponseWriter, r *http.Request, key string, cfg CacheConfig, next http.Handler, xcache string, store bool) *cacheEntry {
-	rec := &recorder{w: w, header: http.Header{}, xcache: xcache, keep: store, cfg: cfg, now: c.now()}
+	rec := c.newRecorder(w, cfg, xcache, store)
 	next.ServeHTTP(rec, r)
+	return c.entryOf(rec, key)
+}
+
+func (c *responseCache) newRecorder(w http.ResponseWriter, cfg CacheConfig, xcache string, store bool) *recorder {
+	return &recorder{w: w, header: http.Header{}, xcache: xcache, keep: store, cfg: cfg, now: c.now()}
+}
+
+// entryOf is the entry rec's answer makes, or nil when it may not be stored.
+func (c *responseCache) entryOf(rec *recorder, key string) *cacheEntry {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
 	}
@@ -595,6 +627,14 @@ type recorder struct {
 	keep     bool // the answer may still be stored
 	body     bytes.Buffer
 	ttl, age time.Duration
+
+	// hold keeps the client's copy of a storable answer until finish, so
+	// that the waiters need not wait for the client; passed is set once
+	// the answer turned out not storable and goes to the client as it
+	// comes, and onPass is called then.
+	hold, passed bool
+	onPass       func()
+	code         int
 }
 
 func (rec *recorder) Header() http.Header {
@@ -624,20 +664,52 @@ func (rec *recorder) WriteHeader(code int) {
 		}
 		return
 	}
-	rec.wrote = true
+	rec.wrote, rec.code = true, code
 	if rec.keep {
 		var ok bool
 		rec.ttl, rec.age, ok = freshness(rec.header, rec.cfg, rec.now)
-		rec.keep = ok && code == http.StatusOK
+		// An event stream is never whole: it passes as it comes.
+		rec.keep = ok && code == http.StatusOK && !strings.HasPrefix(rec.header.Get("Content-Type"), "text/event-stream")
 		if n, err := strconv.ParseInt(rec.header.Get("Content-Length"), 10, 64); err == nil && n > rec.cfg.MaxEntryBytes {
 			rec.keep = false
 		}
 	}
+	if rec.hold && rec.keep {
+		return // written by finish, or by pass if it turns out too large
+	}
+	rec.pass()
+}
+
+// pass starts the answer to the client: its headers, and what was held.
+func (rec *recorder) pass() {
+	if rec.passed {
+		return
+	}
+	rec.passed = true
+	h := rec.w.Header()
 	for k, vv := range rec.header {
 		h[k] = append(h[k], vv...)
 	}
 	h.Set("X-Cache", rec.xcache)
-	rec.w.WriteHeader(code)
+	rec.w.WriteHeader(rec.code)
+	if rec.hold {
+		if rec.body.Len() > 0 && !rec.keep {
+			_, _ = rec.w.Write(rec.body.Bytes())
+			rec.body = bytes.Buffer{}
+		}
+		if rec.onPass != nil {
+			rec.onPass()
+		}
+	}
+}
+
+// finish writes a held answer to the client.
+func (rec *recorder) finish() {
+	if !rec.hold || rec.passed {
+		return
+	}
+	rec.keep = false // what is held goes out now
+	rec.pass()
 }
 
 func (rec *recorder) Write(p []byte) (int, error) {
@@ -647,9 +719,15 @@ func (rec *recorder) Write(p []byte) (int, error) {
 	if rec.keep {
 		if int64(rec.body.Len()+len(p)) > rec.cfg.MaxEntryBytes {
 			rec.keep = false
+			if rec.hold {
+				rec.pass() // what was held goes first
+			}
 			rec.body = bytes.Buffer{}
 		} else {
 			rec.body.Write(p)
+			if rec.hold && !rec.passed {
+				return len(p), nil
+			}
 		}
 	}
 	n, err := rec.w.Write(p)
@@ -664,6 +742,9 @@ func (rec *recorder) Write(p []byte) (int, error) {
 func (rec *recorder) FlushError() error {
 	if !rec.wrote {
 		rec.WriteHeader(http.StatusOK)
+	}
+	if rec.hold && !rec.passed {
+		return nil // nothing went to the client yet
 	}
 	return http.NewResponseController(rec.w).Flush()
 }

@@ -361,11 +361,12 @@ func TestCache_OversizedBodiesStreamThroughAndAreNotStored(t *testing.T) {
 	chunk := strings.Repeat("x", 400)
 	var client *httptest.ResponseRecorder
 	next := &countingUpstream{answer: func(_ int32, w http.ResponseWriter, _ *http.Request) {
-		for i := range 4 {
+		// The leader's copy is held while the answer may still be stored,
+		// goes out whole once it is too large, then each chunk as it comes.
+		for i, want := range []int{0, 0, 1200, 1600} {
 			_, _ = w.Write([]byte(chunk))
-			// The client has each chunk before the next one comes.
-			if got := client.Body.Len(); got != (i+1)*len(chunk) {
-				t.Errorf("after chunk %d the client has %d bytes", i+1, got)
+			if got := client.Body.Len(); got != want {
+				t.Errorf("after chunk %d the client has %d bytes, want %d", i+1, got, want)
 			}
 		}
 	}}
@@ -773,16 +774,24 @@ func TestCache_InformationalAnswersPassWithTheirOwnHeaders(t *testing.T) {
 	}
 }
 
-// Around a reverse proxy as the gateway has it: answers stream (each flush
-// reaches the client at once) and a streamed answer is stored once whole.
+// Around a reverse proxy as the gateway has it: an answer written in parts
+// is stored once whole; an event stream is not stored and each flush
+// reaches the client at once.
 func TestCache_AroundTheReverseProxy(t *testing.T) {
 	var calls atomic.Int32
 	read := make(chan struct{})
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
+		if r.URL.Path == "/events" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = w.Write([]byte("first,"))
+			http.NewResponseController(w).Flush()
+			<-read // the client has the first part before the rest is written
+			_, _ = w.Write([]byte("second"))
+			return
+		}
 		_, _ = w.Write([]byte("first,"))
 		http.NewResponseController(w).Flush()
-		<-read // the client has the first part before the rest is written
 		_, _ = w.Write([]byte("second"))
 	}))
 	defer up.Close()
@@ -790,20 +799,35 @@ func TestCache_AroundTheReverseProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, FlushInterval: -1}
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target); pr.Out.URL.Path = pr.In.URL.Path }}
 	c := newResponseCache(1<<20, newFakeClock().now)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.serve(w, r, cacheRoute, CacheConfig{TTL: time.Minute}, proxy)
 	}))
 	defer srv.Close()
+
+	for _, want := range []string{"MISS", "HIT"} {
+		resp, err := srv.Client().Get(srv.URL + "/api/products")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if string(body) != "first,second" || resp.Header.Get("X-Cache") != want {
+			t.Fatalf("got %q X-Cache %q, want the whole answer, %s", body, resp.Header.Get("X-Cache"), want)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d upstream calls, want 1", n)
+	}
+
 	release := sync.OnceFunc(func() { close(read) })
 	defer release()
-
 	var resp *http.Response
 	first := make(chan error, 1)
 	go func() {
 		var err error
-		if resp, err = srv.Client().Get(srv.URL + "/api/products"); err != nil {
+		if resp, err = srv.Client().Get(srv.URL + "/events"); err != nil {
 			first <- err
 			return
 		}
@@ -822,7 +846,7 @@ func TestCache_AroundTheReverseProxy(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		release()
 		<-first
-		t.Fatal("the first part did not reach the client before the rest was written")
+		t.Fatal("the event stream's first part did not reach the client before the rest was written")
 	}
 	release()
 	rest, _ := io.ReadAll(resp.Body)
@@ -830,14 +854,94 @@ func TestCache_AroundTheReverseProxy(t *testing.T) {
 	if string(rest) != "second" || resp.Header.Get("X-Cache") != "MISS" {
 		t.Fatalf("rest %q X-Cache %q", rest, resp.Header.Get("X-Cache"))
 	}
+}
 
-	resp, err = srv.Client().Get(srv.URL + "/api/products")
-	if err != nil {
-		t.Fatal(err)
+// A leader whose client reads slowly does not hold the others: they get
+// the stored answer as soon as the upstream's is whole.
+func TestCache_SlowLeaderDoesNotHoldWaiters(t *testing.T) {
+	c := newResponseCache(1<<20, newFakeClock().now)
+	cfg := CacheConfig{TTL: time.Minute}
+	next := upstreamAnswering()
+	unblock := make(chan struct{})
+	defer func() {
+		select {
+		case <-unblock:
+		default:
+			close(unblock)
+		}
+	}()
+	slow := &blockingWriter{ResponseRecorder: httptest.NewRecorder(), unblock: unblock}
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		c.serve(slow, httptest.NewRequest(http.MethodGet, "/api/products", nil), cacheRoute, cfg, next)
+	}()
+	// The leader is stuck writing to its client; another caller is answered.
+	deadline := time.After(10 * time.Second)
+	for next.calls.Load() == 0 { // the leader has called the upstream
+		select {
+		case <-deadline:
+			t.Fatal("the leader never called the upstream")
+		case <-time.After(time.Millisecond):
+		}
 	}
-	body, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if string(body) != "first,second" || resp.Header.Get("X-Cache") != "HIT" || calls.Load() != 1 {
-		t.Fatalf("got %q X-Cache %q after %d upstream calls; want the whole answer, HIT, 1 call", body, resp.Header.Get("X-Cache"), calls.Load())
+	for {
+		w := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.serve(w, httptest.NewRequest(http.MethodGet, "/api/products", nil), cacheRoute, cfg, next)
+		}()
+		select {
+		case <-done:
+		case <-deadline:
+			t.Fatal("a second caller waited on the slow leader's client")
+		}
+		if w.Header().Get("X-Cache") == "HIT" && w.Body.String() == "answer 1" {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("second caller: %q %s", w.Header().Get("X-Cache"), w.Body)
+		default:
+		}
+	}
+	close(unblock)
+	<-leaderDone
+	if slow.Body.String() != "answer 1" || next.calls.Load() != 1 {
+		t.Fatalf("leader got %q, %d upstream calls", slow.Body.String(), next.calls.Load())
+	}
+}
+
+// blockingWriter's Write waits until unblock closes: a client that does not read.
+type blockingWriter struct {
+	*httptest.ResponseRecorder
+	unblock chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	<-w.unblock
+	return w.ResponseRecorder.Write(p)
+}
+
+// A refresh (no-cache) whose answer may not be stored drops the old entry:
+// no one is served what the service no longer says.
+func TestCache_RefreshThatCannotBeStoredDropsTheEntry(t *testing.T) {
+	c := newResponseCache(1<<20, newFakeClock().now)
+	cfg := CacheConfig{TTL: time.Minute}
+	next := &countingUpstream{answer: func(n int32, w http.ResponseWriter, _ *http.Request) {
+		if n > 1 {
+			http.Error(w, "gone", http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, "answer 1")
+	}}
+	assertAnswer(t, cacheGet(c, cfg, next, "/api/products/1"), "MISS", "answer 1")
+	assertAnswer(t, cacheGet(c, cfg, next, "/api/products/1"), "HIT", "answer 1")
+	if w := cacheGet(c, cfg, next, "/api/products/1", "Cache-Control", "no-cache"); w.Code != http.StatusNotFound {
+		t.Fatalf("refresh: %d", w.Code)
+	}
+	if w := cacheGet(c, cfg, next, "/api/products/1"); w.Code != http.StatusNotFound || len(c.keys()) != 0 {
+		t.Fatalf("after the refresh: %d %q, %d entries", w.Code, w.Header().Get("X-Cache"), len(c.keys()))
 	}
 }

@@ -156,6 +156,11 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 		if route.Auth == AuthJWT {
 			caller, err := g.auth.verify(r)
 			if err != nil {
+				// Refused callers are limited too, by address: each bad token
+				// costs a signature check.
+				if !g.limits.allow(w, r, route, "ip:"+clientIP(r)) {
+					return
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mercato"`)
 				web.Error(w, r, http.StatusUnauthorized, err.Error())
 				return

@@ -269,3 +269,18 @@ func TestRateLimit_StoreDownFailsOpen(t *testing.T) {
 		}
 	}
 }
+
+// A caller refused for its token is limited by its address all the same.
+func TestRateLimit_RefusedTokensCountAgainstTheAddress(t *testing.T) {
+	up := newUpstream(t)
+	gw := limited(t, "", "/limited", up, nil)
+	for i := range 3 {
+		if w := from(gw, "192.0.2.5", "/private/1", "not-a-token"); w.Code != http.StatusUnauthorized {
+			t.Fatalf("bad token %d: %d", i+1, w.Code)
+		}
+	}
+	if w := from(gw, "192.0.2.5", "/private/1", "not-a-token"); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("fourth bad token from one address: %d, want 429", w.Code)
+	}
+	up.wantNothing(t)
+}

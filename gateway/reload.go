@@ -80,10 +80,14 @@ func (r *Reloader) Load(data []byte, source string) (*live, error) {
 	if cfg.JWT.JWKS != prev.cfg.JWT.JWKS {
 		return nil, fmt.Errorf("%w: jwt.jwks changes only with a restart (the key set is fetched at start)", errReload)
 	}
-	if !slices.ContainsFunc(cfg.Routes, func(rt Route) bool {
-		return rt.Path == "/admin/routes" && rt.Service == Self && slices.Contains(rt.Methods, http.MethodPut)
-	}) && slices.ContainsFunc(prev.cfg.Routes, func(rt Route) bool { return rt.Path == "/admin/routes" }) {
-		return nil, fmt.Errorf("%w: it drops PUT /admin/routes, the way to load the next one", errReload)
+	if i := slices.IndexFunc(prev.cfg.Routes, func(rt Route) bool { return rt.Path == "/admin/routes" }); i >= 0 {
+		was := prev.cfg.Routes[i]
+		if !slices.ContainsFunc(cfg.Routes, func(rt Route) bool {
+			return rt.Path == "/admin/routes" && rt.Service == Self && slices.Contains(rt.Methods, http.MethodPut) &&
+				rt.Auth == was.Auth && !slices.ContainsFunc(was.Roles, func(role string) bool { return !slices.Contains(rt.Roles, role) })
+		}) {
+			return nil, fmt.Errorf("%w: it drops PUT /admin/routes, or the auth and roles that guard it", errReload)
+		}
 	}
 	gw := r.build(cfg)
 	gw.inherit(prev.gw, cfg.RateLimit == prev.cfg.RateLimit)

@@ -116,7 +116,7 @@ const maxFiltered = 4 << 20
 // keys, or those of each object of an array. An answer that is not JSON,
 // not 2xx, or too large is left as it is.
 func filterFields(resp *http.Response, fields []string) error {
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 || resp.Request.Method == http.MethodHead {
 		return nil
 	}
 	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/json" {
@@ -126,13 +126,25 @@ func filterFields(resp *http.Response, fields []string) error {
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFiltered+1))
-	resp.Body.Close()
 	if err != nil {
+		resp.Body.Close()
 		return fmt.Errorf("read the answer to filter: %w", err)
 	}
+	if len(body) > maxFiltered {
+		// Too large to filter: what was read goes first, then the rest.
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		return nil
+	}
+	resp.Body.Close()
 	out := body
+	// Numbers stay as written: float64 would round those above 2^53.
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
 	var v any
-	if len(body) <= maxFiltered && json.Unmarshal(body, &v) == nil {
+	if dec.Decode(&v) == nil {
 		if b, err := json.Marshal(keep(v, fields)); err == nil {
 			out = b
 		}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -137,5 +138,31 @@ func TestRewrite_Validation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "line ") {
 			t.Errorf("%q: %v, want an error naming the line", to, err)
 		}
+	}
+}
+
+// Filtering keeps numbers as written, and a JSON answer too large to
+// filter passes whole.
+func TestRewrite_FieldsKeepNumbersAndPassLargeAnswers(t *testing.T) {
+	big := `[{"id":"1","name":"` + strings.Repeat("x", maxFiltered) + `","cost":1}]`
+	gw := transformGateway(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("big") != "" {
+			_, _ = io.WriteString(w, big[:10]) // unknown length: chunked
+			http.NewResponseController(w).Flush()
+			_, _ = io.WriteString(w, big[10:])
+			return
+		}
+		fmt.Fprint(w, `{"id":9007199254740993,"name":"Mug","cost":1}`)
+	}))
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/shop/list", nil))
+	if got := w.Body.String(); got != `{"id":9007199254740993,"name":"Mug"}` {
+		t.Fatalf("filtered %s", got)
+	}
+	w = httptest.NewRecorder()
+	gw.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/shop/list?big=1", nil))
+	if w.Body.String() != big {
+		t.Fatalf("a large answer came back as %d bytes, want %d whole", w.Body.Len(), len(big))
 	}
 }
