@@ -35,6 +35,9 @@ type Config struct {
 	Tracer trace.TracerProvider
 }
 
+// publishAckTimeout bounds the wait for the broker's ack of an async publish.
+const publishAckTimeout = 5 * time.Second
+
 // Bus is a connection to the broker. It is safe for concurrent use.
 type Bus struct {
 	nc     *nats.Conn
@@ -93,7 +96,10 @@ func Connect(ctx context.Context, cfg Config) (*Bus, error) {
 		nc.Close()
 		return nil, fmt.Errorf("connect to nats %s: %w", cfg.URL, err)
 	}
-	js, err := jetstream.New(nc)
+	// An async publish whose ack is lost (the connection dropped after the
+	// message left) would otherwise wait forever, and with it the outbox
+	// relay; timed out, it is sent again and the stream drops the repeat.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream on %s: %w", cfg.URL, err)
