@@ -87,19 +87,27 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 func waitIdle(t *testing.T, b *bus.Bus, stream, durable string) {
 	t.Helper()
 	ctx := testContext(t)
+	st, err := b.JetStream().Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	// Everything published so far must be behind the ack floor: the
+	// pending counts alone can read zero on a consumer that has not yet
+	// counted the last publishes.
+	last := st.CachedInfo().State.LastSeq
 	for {
 		c, err := b.JetStream().Consumer(ctx, stream, durable)
 		if err != nil {
 			t.Fatalf("consumer %s: %v", durable, err)
 		}
 		info := c.CachedInfo()
-		if info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 {
+		if info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 && info.AckFloor.Stream >= last {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("consumer %s not idle: pending %d, ack pending %d, redelivered %d",
-				durable, info.NumPending, info.NumAckPending, info.NumRedelivered)
+			t.Fatalf("consumer %s not idle: pending %d, ack pending %d, redelivered %d, ack floor %d of %d",
+				durable, info.NumPending, info.NumAckPending, info.NumRedelivered, info.AckFloor.Stream, last)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
