@@ -158,7 +158,7 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			if err != nil {
 				// Refused callers are limited too, by address: each bad token
 				// costs a signature check.
-				if !g.limits.allow(w, r, route, "ip:"+clientIP(r)) {
+				if !g.limits.allow(w, r, route, clientKey(r)) {
 					return
 				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mercato"`)
@@ -173,7 +173,7 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 			r.Header.Set(web.RolesHeader, strings.Join(caller.Roles, ","))
 		}
 		// Signed-in callers are limited by who they are, others by address.
-		key := "ip:" + clientIP(r)
+		key := clientKey(r)
 		if s := r.Header.Get(web.SubjectHeader); s != "" {
 			key = "sub:" + s
 		}

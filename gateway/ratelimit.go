@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,6 +220,21 @@ func (lm *limiter) allow(w http.ResponseWriter, r *http.Request, route Route, ca
 
 // seconds rounds d up to whole seconds.
 func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
+
+// clientKey is whom an anonymous request is limited as: its address, or
+// for IPv6 its /64, since one host commonly holds a whole /64 and could
+// otherwise take a new allowance with every address.
+func clientKey(r *http.Request) string {
+	ip, err := netip.ParseAddr(clientIP(r))
+	if err != nil || ip.Unmap().Is4() {
+		return "ip:" + clientIP(r)
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return "ip:" + clientIP(r)
+	}
+	return "net:" + p.String()
+}
 
 // clientIP is the address the request came from. X-Forwarded-For is not
 // read: a client can write anything there.

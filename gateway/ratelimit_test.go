@@ -284,3 +284,23 @@ func TestRateLimit_RefusedTokensCountAgainstTheAddress(t *testing.T) {
 	}
 	up.wantNothing(t)
 }
+
+// Anonymous IPv6 callers share their /64: one host holds a whole one.
+func TestRateLimit_IPv6CallersShareTheirSlash64(t *testing.T) {
+	up := newUpstream(t)
+	gw := limited(t, "", "/limited", up, nil)
+	for i := range 3 {
+		if w := from(gw, fmt.Sprintf("[2001:db8:1:2::%x]", i+1), "/limited", ""); w.Code != http.StatusOK {
+			t.Fatalf("request %d: %d", i+1, w.Code)
+		}
+	}
+	if w := from(gw, "[2001:db8:1:2:ffff::1]", "/limited", ""); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("a fourth address in the same /64: %d, want 429", w.Code)
+	}
+	if w := from(gw, "[2001:db8:1:3::1]", "/limited", ""); w.Code != http.StatusOK {
+		t.Fatalf("another /64: %d", w.Code)
+	}
+	if w := from(gw, "[::ffff:192.0.2.9]", "/limited", ""); w.Code != http.StatusOK {
+		t.Fatalf("an IPv4-mapped address: %d", w.Code)
+	}
+}
