@@ -25,11 +25,7 @@ import (
 
 // bffRoutes routes the BFF endpoints to the gateway itself, as
 // deploy/gateway/routes.yaml does.
-const bffRoutes = `jwt:
-  issuer: mercato
-  audience: mercato
-  jwks: http://customer/.well-known/jwks.json
-routes:
+const bffRoutes = jwtLines + `routes:
   - path: /bff/web/orders/{id}
     methods: [GET]
     service: gateway

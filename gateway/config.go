@@ -179,6 +179,9 @@ func ParseConfig(data []byte) (Config, error) {
 			r.Methods[i] = strings.ToUpper(m)
 		}
 		r.name = strings.Join(r.Methods, ",") + " " + r.Path
+		if r.Split != nil {
+			r.Split.prepare()
+		}
 		for _, problem := range r.validate() {
 			errs = append(errs, fmt.Errorf("gateway config: line %d: %s", n.Line, problem))
 		}

@@ -57,7 +57,8 @@ routes:
 	}
 }
 
-// Route files for the error cases: jwtLines is lines 1-4, firstRoute lines
+// Route files for the error cases, and the jwt section of every test's:
+// jwtLines is lines 1-4, firstRoute lines
 // 6-9, so a second route starts at line 10.
 const (
 	jwtLines   = "jwt:\n  issuer: mercato\n  audience: mercato\n  jwks: http://customer/.well-known/jwks.json\n"

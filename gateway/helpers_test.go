@@ -30,11 +30,7 @@ import (
 
 // testRoutes is the route file of most tests: a small body limit, one route
 // per auth mode, and services that are missing or refuse connections.
-const testRoutes = `jwt:
-  issuer: mercato
-  audience: mercato
-  jwks: http://customer/.well-known/jwks.json
-max_body_bytes: 64
+const testRoutes = jwtLines + `max_body_bytes: 64
 routes:
   - path: /public
     methods: [GET, POST]

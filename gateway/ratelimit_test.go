@@ -125,11 +125,7 @@ func TestMemoryStore_GCRA(t *testing.T) {
 	}
 }
 
-const limitedRoutes = `jwt:
-  issuer: mercato
-  audience: mercato
-  jwks: http://customer/.well-known/jwks.json
-ratelimit:
+const limitedRoutes = jwtLines + `ratelimit:
   default: 3/hour
 %s
 routes:

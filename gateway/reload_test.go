@@ -40,11 +40,7 @@ func reloadable(t *testing.T, routes, addr string) (*Reloader, string) {
 	return rl, srv.URL
 }
 
-const reloadRoutes = `jwt:
-  issuer: mercato
-  audience: mercato
-  jwks: http://customer/.well-known/jwks.json
-ratelimit:
+const reloadRoutes = jwtLines + `ratelimit:
   default: 3/hour
 routes:
   - path: /admin/routes

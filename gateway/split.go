@@ -24,6 +24,21 @@ type Split struct {
 	// one of Weights' versions (a weight of 0 included); other values are
 	// ignored.
 	Header string `yaml:"header"`
+
+	// Set by prepare: the versions in a fixed order, so that a weight is
+	// the same share whatever a map's iteration order, and their sum.
+	versions []string
+	total    int
+}
+
+// prepare orders the versions once, at load.
+func (s *Split) prepare() {
+	s.versions, s.total = s.versions[:0], 0
+	for v, w := range s.Weights {
+		s.versions = append(s.versions, v)
+		s.total += w
+	}
+	slices.SortFunc(s.versions, cmp.Compare)
 }
 
 var versionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -61,21 +76,12 @@ func (s *Split) pick(r *http.Request) string {
 			}
 		}
 	}
-	// Versions in a fixed order, so that a weight is the same share
-	// whatever the map's iteration order.
-	versions := make([]string, 0, len(s.Weights))
-	total := 0
-	for v, w := range s.Weights {
-		versions = append(versions, v)
-		total += w
-	}
-	slices.SortFunc(versions, cmp.Compare)
-	n := rand.IntN(total)
-	for _, v := range versions {
+	n := rand.IntN(s.total)
+	for _, v := range s.versions {
 		if n < s.Weights[v] {
 			return v
 		}
 		n -= s.Weights[v]
 	}
-	return versions[len(versions)-1] // not reached: n < total
+	return s.versions[len(s.versions)-1] // not reached: n < total
 }

@@ -17,11 +17,7 @@ type versioned map[string][]discovery.Instance
 
 func (v versioned) Instances(service string) []discovery.Instance { return v[service] }
 
-const splitRoutes = `jwt:
-  issuer: mercato
-  audience: mercato
-  jwks: http://customer/.well-known/jwks.json
-ratelimit:
+const splitRoutes = jwtLines + `ratelimit:
   default: off
 routes:
   - path: /api/products

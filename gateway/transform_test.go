@@ -14,11 +14,7 @@ import (
 	"github.com/mercato-shop/mercato/platform/discovery"
 )
 
-const transformRoutes = `jwt:
-  issuer: mercato
-  audience: mercato
-  jwks: http://customer/.well-known/jwks.json
-ratelimit:
+const transformRoutes = jwtLines + `ratelimit:
   default: off
 routes:
   - path: /shop/items/{id}/{rest...}

@@ -17,28 +17,15 @@ func TestShop_CatalogIsCached(t *testing.T) {
 	inventory := c.only(admin, "inventory")
 	calls := func() uint64 {
 		t.Helper()
-		var got struct {
-			Services []struct {
-				Name      string `json:"name"`
-				Instances []struct {
-					Instance struct {
-						ID string `json:"id"`
-					} `json:"instance"`
-					Calls uint64 `json:"calls"`
-				} `json:"instances"`
-			} `json:"services"`
-		}
-		c.do("GET", "/admin/services", admin, nil).json(t, &got)
-		for _, svc := range got.Services {
-			for _, inst := range svc.Instances {
-				if inst.Instance.ID == inventory {
-					return inst.Calls
-				}
+		for _, inst := range c.instanceList(admin, "inventory") {
+			if inst.Instance.ID == inventory {
+				return inst.Calls
 			}
 		}
 		t.Fatal("inventory not listed")
 		return 0
 	}
+
 	get := func(header ...string) (string, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", c.base+"/api/products", nil)

@@ -23,28 +23,13 @@ func TestShop_CanaryByWeightsLoadedAtRunTime(t *testing.T) {
 	// calls counts the gateway's calls to each inventory instance, by version.
 	calls := func() map[string]uint64 {
 		t.Helper()
-		var got struct {
-			Services []struct {
-				Name      string `json:"name"`
-				Instances []struct {
-					Instance struct {
-						Version string `json:"version"`
-					} `json:"instance"`
-					Calls uint64 `json:"calls"`
-				} `json:"instances"`
-			} `json:"services"`
-		}
-		c.do("GET", "/admin/services", admin, nil).json(t, &got)
 		out := map[string]uint64{}
-		for _, svc := range got.Services {
-			for _, inst := range svc.Instances {
-				if svc.Name == "inventory" {
-					out[inst.Instance.Version] += inst.Calls
-				}
-			}
+		for _, inst := range c.instanceList(admin, "inventory") {
+			out[inst.Instance.Version] += inst.Calls
 		}
 		return out
 	}
+
 	if v := calls(); len(v) != 2 {
 		t.Fatalf("inventory versions %v, want stable and canary", v)
 	}

@@ -12,19 +12,23 @@ import (
 	"github.com/mercato-shop/mercato/test/invariant"
 )
 
-// instances lists the live instance ids of service from /admin/services,
-// with whether each is ready.
-func (c client) instances(admin, service string) map[string]bool {
+// instanceJSON is one live instance as /admin/services shows it.
+type instanceJSON struct {
+	Instance struct {
+		ID      string `json:"id"`
+		Version string `json:"version"`
+	} `json:"instance"`
+	Ready bool   `json:"ready"`
+	Calls uint64 `json:"calls"` // made by the gateway's balancer
+}
+
+// instanceList returns the live instances of service from /admin/services.
+func (c client) instanceList(admin, service string) []instanceJSON {
 	c.t.Helper()
 	var got struct {
 		Services []struct {
-			Name      string `json:"name"`
-			Instances []struct {
-				Instance struct {
-					ID string `json:"id"`
-				} `json:"instance"`
-				Ready bool `json:"ready"`
-			} `json:"instances"`
+			Name      string         `json:"name"`
+			Instances []instanceJSON `json:"instances"`
 		} `json:"services"`
 	}
 	r := c.do("GET", "/admin/services", admin, nil)
@@ -32,13 +36,21 @@ func (c client) instances(admin, service string) map[string]bool {
 		c.t.Fatalf("admin/services: %d %s", r.status, r.body)
 	}
 	r.json(c.t, &got)
-	out := map[string]bool{}
 	for _, svc := range got.Services {
 		if svc.Name == service {
-			for _, inst := range svc.Instances {
-				out[inst.Instance.ID] = inst.Ready
-			}
+			return svc.Instances
 		}
+	}
+	return nil
+}
+
+// instances lists the live instance ids of service, with whether each is
+// ready.
+func (c client) instances(admin, service string) map[string]bool {
+	c.t.Helper()
+	out := map[string]bool{}
+	for _, inst := range c.instanceList(admin, service) {
+		out[inst.Instance.ID] = inst.Ready
 	}
 	return out
 }
