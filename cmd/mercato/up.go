@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mercato-shop/mercato/platform/telemetry"
 	"github.com/mercato-shop/mercato/shop"
 )
 
@@ -66,12 +67,15 @@ func up(cmd *cobra.Command, cfg upConfig) error {
 		return err
 	}
 	out := cmd.OutOrStdout()
+	// Records go out in batches; one at Warn or above goes at once.
+	logs := telemetry.NewBuffered(cmd.ErrOrStderr(), 64<<10, 200*time.Millisecond)
+	defer logs.Close()
 	return shop.Run(cmd.Context(), shop.Config{
 		Addr:          cfg.addr,
 		DataDir:       data,
 		AdminPassword: cfg.adminPassword,
 		RoutesFile:    cfg.routes,
-		LogOutput:     cmd.ErrOrStderr(),
+		LogOutput:     logs,
 		LogLevel:      cfg.logLevel,
 		DefaultSaga:   cfg.saga,
 		ShipAfter:     cfg.shipAfter,
