@@ -1,16 +1,13 @@
 package gateway
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,7 +16,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/mercato-shop/mercato/deploy"
-	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/platform/web"
 )
 
@@ -51,9 +47,8 @@ func shippedGateway(t *testing.T, keys *signer) (string, map[string]*upstream) {
 			self[r.Path] = ups[Self].srv.Config.Handler
 		}
 	}
-	srv := httptest.NewServer(gatewayHandler(t, string(routes), services, keys.jwksKeyfunc(t), self))
-	t.Cleanup(srv.Close)
-	return srv.URL, ups
+	url, _ := startServer(t, gatewayHandler(t, string(routes), services, keys.jwksKeyfunc(t), self))
+	return url, ups
 }
 
 func TestBadInput_PathTricksReachNoOtherRoute(t *testing.T) {
@@ -393,18 +388,7 @@ func TestBadInput_SlowHeadersLoseTheConnection(t *testing.T) {
 	up := newUpstream(t)
 	keys := newSigner(t, "k1")
 	// The production server, timeouts included (ReadHeaderTimeout is 5s).
-	srv := runtime.NewHTTPServer("127.0.0.1:0",
-		gatewayHandler(t, testRoutes, map[string][]string{"customer": {up.addr()}}, keys.jwksKeyfunc(t), nil),
-		slog.New(slog.DiscardHandler))
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Stop(context.Background()); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	gw := "http://" + srv.Addr()
+	gw, _ := startServer(t, gatewayHandler(t, testRoutes, map[string][]string{"customer": {up.addr()}}, keys.jwksKeyfunc(t), nil))
 	head := "GET /public HTTP/1.1\r\nHost: gw\r\nX-Slow: " + strings.Repeat("a", 150) + "\r\n\r\n"
 
 	// Sent at once, the request is served.
@@ -413,7 +397,7 @@ func TestBadInput_SlowHeadersLoseTheConnection(t *testing.T) {
 	}
 	before := len(up.received())
 
-	conn, err := net.Dial("tcp", srv.Addr())
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,9 +130,7 @@ func newBFFFixture(t *testing.T, opts shopOptions) *bffFixture {
 	t.Cleanup(base.CloseIdleConnections)
 	client := &http.Client{Transport: discovery.Transport(discovery.Static(table), base)}
 	self := bffHandlers(client, opts.cfg, slog.New(slog.DiscardHandler))
-	srv := httptest.NewServer(gatewayHandler(t, bffRoutes, table, f.keys.jwksKeyfunc(t), self))
-	t.Cleanup(srv.Close)
-	f.url, f.client = srv.URL, srv.Client()
+	f.url, f.client = startServer(t, gatewayHandler(t, bffRoutes, table, f.keys.jwksKeyfunc(t), self))
 	return f
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mercato-shop/mercato/gateway/h1"
 	"github.com/mercato-shop/mercato/platform/discovery"
 	"github.com/mercato-shop/mercato/platform/resilience"
 	"github.com/mercato-shop/mercato/platform/telemetry"
@@ -29,18 +30,18 @@ import (
 type Gateway struct {
 	mux    *http.ServeMux
 	auth   *authenticator
-	proxy  *httputil.ReverseProxy
 	max    int64
 	logger *slog.Logger
 	self   map[string]http.Handler
 	limits *limiter
 	obs    *observer
-	cache  *responseCache
+	// transport reaches upstreams; buffers copy their answers.
+	transport http.RoundTripper
+	buffers   *h1.Buffers
+	cache     *responseCache
 	// closeStore releases the rate limit store's connections.
 	closeStore func() error
 }
-
-type routeKey struct{}
 
 // New builds the gateway for cfg. transport reaches upstreams (it resolves
 // service names, see discovery.Transport); keyfunc finds token keys.
@@ -56,6 +57,9 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 		self:   map[string]http.Handler{},
 		obs:    newObserver(logger),
 		cache:  newResponseCache(cfg.CacheMaxBytes, time.Now),
+
+		transport: transport,
+		buffers:   &h1.Buffers{},
 	}
 	for _, m := range self {
 		maps.Copy(g.self, m)
@@ -74,28 +78,6 @@ func New(cfg Config, transport http.RoundTripper, keyfunc jwt.Keyfunc, logger *s
 			client := redis.NewClient(opts)
 			g.limits.store, g.closeStore = newRedisStore(client, "mercato:gateway:"), client.Close
 		}
-	}
-	g.proxy = &httputil.ReverseProxy{
-		Rewrite:      g.rewrite,
-		Transport:    transport,
-		ErrorHandler: g.upstreamError,
-		ModifyResponse: func(resp *http.Response) error {
-			// The gateway already echoes the id; the upstream's copy would repeat it.
-			resp.Header.Del(telemetry.CorrelationHeader)
-			route := resp.Request.Context().Value(routeKey{}).(Route)
-			g.obs.upstreamAnswered(resp, route.Service)
-			if route.Rewrite != nil {
-				route.Rewrite.ResponseHeaders.apply(resp.Header)
-			}
-			if len(route.Fields) > 0 {
-				return filterFields(resp, route.Fields)
-			}
-			return nil
-		},
-		// No periodic flush: ReverseProxy flushes each write of a
-		// text/event-stream answer or one of unknown length as it comes, and
-		// a flush per write elsewhere costs a write syscall per response.
-		FlushInterval: 0,
 	}
 	byPath := map[string][]Route{}
 	var paths []string
@@ -132,10 +114,41 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}))
 }
 
+// proxy is the reverse proxy of one route: the route is known to its
+// hooks without a lookup per request.
+func (g *Gateway) proxy(route Route) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:      func(pr *httputil.ProxyRequest) { g.rewrite(pr, route) },
+		Transport:    g.transport,
+		ErrorHandler: g.upstreamError,
+		ModifyResponse: func(resp *http.Response) error {
+			// The gateway already echoes the id; the upstream's copy would repeat it.
+			resp.Header.Del(telemetry.CorrelationHeader)
+			g.obs.upstreamAnswered(resp, route.Service)
+			if route.Rewrite != nil {
+				route.Rewrite.ResponseHeaders.apply(resp.Header)
+			}
+			if len(route.Fields) > 0 {
+				return filterFields(resp, route.Fields)
+			}
+			return nil
+		},
+		// No periodic flush: ReverseProxy flushes each write of a
+		// text/event-stream answer or one of unknown length as it comes, and
+		// a flush per write elsewhere costs a write syscall per response.
+		FlushInterval: 0,
+		BufferPool:    g.buffers,
+	}
+}
+
 func (g *Gateway) routeHandler(routes []Route) http.Handler {
 	var allow []string
-	for _, r := range routes {
+	proxies := make([]*httputil.ReverseProxy, len(routes))
+	for i, r := range routes {
 		allow = append(allow, r.Methods...)
+		if r.Service != Self {
+			proxies[i] = g.proxy(r)
+		}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i := slices.IndexFunc(routes, func(rt Route) bool { return slices.Contains(rt.Methods, r.Method) })
@@ -199,29 +212,31 @@ func (g *Gateway) routeHandler(routes []Route) http.Handler {
 				g.logger.DebugContext(r.Context(), "lift read deadline", "path", r.URL.Path, "err", err)
 			}
 		}
-		ctx := context.WithValue(r.Context(), routeKey{}, route)
-		if route.Timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, route.Timeout)
-			defer cancel()
-		}
-		if route.Split != nil {
-			v := route.Split.pick(r)
-			ctx = discovery.WithVersion(ctx, v)
-			if x := exchangeOf(ctx); x != nil {
-				x.version = v
+		if route.Timeout > 0 || route.Split != nil {
+			ctx := r.Context()
+			if route.Timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+				defer cancel()
 			}
+			if route.Split != nil {
+				v := route.Split.pick(r)
+				ctx = discovery.WithVersion(ctx, v)
+				if x := exchangeOf(ctx); x != nil {
+					x.version = v
+				}
+			}
+			r = r.WithContext(ctx)
 		}
 		if route.Cache.TTL > 0 {
-			g.cache.serve(w, r.WithContext(ctx), route.name, route.Cache, g.proxy)
+			g.cache.serve(w, r, route.name, route.Cache, proxies[i])
 			return
 		}
-		g.proxy.ServeHTTP(w, r.WithContext(ctx))
+		proxies[i].ServeHTTP(w, r)
 	})
 }
 
-func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
-	route := pr.In.Context().Value(routeKey{}).(Route)
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest, route Route) {
 	pr.SetURL(&url.URL{Scheme: "http", Host: route.Service})
 	pr.SetXForwarded()
 	pr.Out.Header.Set(telemetry.CorrelationHeader, telemetry.CorrelationID(pr.In.Context()))

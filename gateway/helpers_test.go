@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,7 +25,9 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/mercato-shop/mercato/gateway/h1"
 	"github.com/mercato-shop/mercato/platform/discovery"
+	"github.com/mercato-shop/mercato/platform/runtime"
 	"github.com/mercato-shop/mercato/platform/web"
 )
 
@@ -138,9 +141,7 @@ func closedAddr(t *testing.T) string {
 // web.Instrument does in production, and returns its URL and a client.
 func serve(t *testing.T, routes string, services map[string][]string, kf jwt.Keyfunc) (string, *http.Client) {
 	t.Helper()
-	srv := httptest.NewServer(gatewayHandler(t, routes, services, kf, nil))
-	t.Cleanup(srv.Close)
-	return srv.URL, srv.Client()
+	return startServer(t, gatewayHandler(t, routes, services, kf, nil))
 }
 
 // fixture is the gateway of testRoutes in front of one recording upstream.
@@ -303,9 +304,30 @@ func gatewayHandler(t *testing.T, routes string, services map[string][]string, k
 	if err != nil {
 		t.Fatalf("parse routes: %v", err)
 	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
+	// The production transport, over its fallback.
+	base := h1.New(http.DefaultTransport.(*http.Transport).Clone())
 	t.Cleanup(base.CloseIdleConnections)
 	return web.Correlate(New(cfg, discovery.Transport(discovery.Static(services), base), kf, slog.New(slog.DiscardHandler), self))
+}
+
+// startServer serves h on the gateway's production server (NewServer, its
+// timeouts included) and returns its URL and a client for it.
+func startServer(t *testing.T, h http.Handler) (string, *http.Client) {
+	t.Helper()
+	srv := runtime.NewServer("127.0.0.1:0", NewServer(h, slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler))
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	t.Cleanup(func() {
+		client.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Stop(ctx); err != nil {
+			t.Errorf("stop the gateway's server: %v", err)
+		}
+	})
+	return "http://" + srv.Addr(), client
 }
 
 // rawDo writes raw, a request as it goes on the wire, to the server at url

@@ -35,9 +35,8 @@ func reloadable(t *testing.T, routes, addr string) (*Reloader, string) {
 		return New(cfg, transport, keys.jwksKeyfunc(t), slog.New(slog.DiscardHandler), self)
 	}, nil)
 	t.Cleanup(func() { _ = rl.Close() })
-	srv := httptest.NewServer(web.Correlate(rl))
-	t.Cleanup(srv.Close)
-	return rl, srv.URL
+	url, _ := startServer(t, web.Correlate(rl))
+	return rl, url
 }
 
 const reloadRoutes = jwtLines + `ratelimit:

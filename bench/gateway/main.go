@@ -43,6 +43,7 @@ import (
 
 	"github.com/mercato-shop/mercato/deploy"
 	"github.com/mercato-shop/mercato/gateway"
+	"github.com/mercato-shop/mercato/gateway/h1"
 	"github.com/mercato-shop/mercato/platform/chaos"
 	"github.com/mercato-shop/mercato/platform/discovery"
 	"github.com/mercato-shop/mercato/platform/resilience"
@@ -155,16 +156,20 @@ routes:
 //
 //	REVERSEPROXY  httputil.NewSingleHostReverseProxy with its defaults
 //	REVERSEPROXY_POOLED  httputil.ReverseProxy over web.NewTransport (64 idle
-//	              connections per host, as the gateway has), nothing else
+//	              connections per host), nothing else
+//	REVERSEPROXY_H1  httputil.ReverseProxy over the gateway's transport
+//	              (gateway/h1) and buffer pool, on net/http's server
 //	MERCATO_A     the gateway, auth none, no rate limit, access log to io.Discard
 //	MERCATO_B     the gateway, JWT + rate limit, access log to a file
 //	MERCATO_C     MERCATO_B with the transport of `mercato up`: balancer,
 //	              otelhttp client spans and the resilience policies
 //
-// Each gateway runs in the production handler stack (node.Start's):
-// runtime.NewHTTPServer around web.Instrument around the chaos middleware
-// around a ServeMux holding health routes and the gateway's Reloader.
-// Tracing uses the no-op tracer provider: spans are made, none exported.
+// Each gateway runs in the production handler stack (node.Start's and
+// gateway.Service's): gateway.NewServer around web.Instrument around the
+// chaos middleware around a ServeMux holding health routes and the
+// gateway's Reloader, over h1.Transport. Tracing uses the no-op tracer
+// provider: spans are made, none exported. The access log goes through
+// telemetry.Buffered, as `mercato up` writes its logs.
 func runProxies(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("proxies", flag.ContinueOnError)
 	upstream := fs.String("upstream", "", "upstream address, host:port")
@@ -219,8 +224,7 @@ func runProxies(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// The floor of a Go proxy: net/http with a pool as large as the
-	// gateway's, and nothing else.
+	// A Go proxy on net/http alone, with a pool sized for the load.
 	pooledAddr, err := serve(ctx, "127.0.0.1:0", &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
 		Transport: web.NewTransport(),
@@ -229,10 +233,20 @@ func runProxies(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 
+	// The floor of the gateway: the same over its own upstream transport.
+	h1Addr, err := serve(ctx, "127.0.0.1:0", &httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport:  h1.New(web.NewTransport()),
+		BufferPool: &h1.Buffers{},
+	})
+	if err != nil {
+		return err
+	}
+
 	tp := noop.NewTracerProvider()
 	services := map[string][]string{"bench": {*upstream}}
 	plainTransport := func() (http.RoundTripper, error) {
-		return discovery.Transport(discovery.Static(services), web.NewTransport()), nil
+		return discovery.Transport(discovery.Static(services), h1.New(web.NewTransport())), nil
 	}
 	// What gateway.Service.setup builds over node's balancer and policies.
 	productionTransport := func() (http.RoundTripper, error) {
@@ -244,7 +258,7 @@ func runProxies(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return nil, fmt.Errorf("resilience policies: %w", err)
 		}
-		t := discovery.Transport(bal, otelhttp.NewTransport(web.NewTransport(),
+		t := discovery.Transport(bal, otelhttp.NewTransport(h1.New(web.NewTransport()),
 			otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(telemetry.Propagator())))
 		return pol.ServiceTransport(t), nil
 	}
@@ -255,6 +269,9 @@ func runProxies(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("access log: %w", err)
 	}
 	defer logFile.Close()
+	// As `mercato up` writes its logs.
+	logs := telemetry.NewBuffered(logFile, 64<<10, 200*time.Millisecond)
+	defer logs.Close()
 
 	variants := []struct {
 		name      string
@@ -263,8 +280,8 @@ func runProxies(ctx context.Context, args []string, out io.Writer) error {
 		transport func() (http.RoundTripper, error)
 	}{
 		{"MERCATO_A", plainRoutes, io.Discard, plainTransport},
-		{"MERCATO_B", fullRoutes, logFile, plainTransport},
-		{"MERCATO_C", fullRoutes, logFile, productionTransport},
+		{"MERCATO_B", fullRoutes, logs, plainTransport},
+		{"MERCATO_C", fullRoutes, logs, productionTransport},
 	}
 	addrs := make([]string, len(variants))
 	for i, v := range variants {
@@ -284,7 +301,7 @@ func runProxies(ctx context.Context, args []string, out io.Writer) error {
 		addrs[i] = addr
 	}
 
-	fmt.Fprintf(out, "REVERSEPROXY=%s\nREVERSEPROXY_POOLED=%s\n", rpAddr, pooledAddr)
+	fmt.Fprintf(out, "REVERSEPROXY=%s\nREVERSEPROXY_POOLED=%s\nREVERSEPROXY_H1=%s\n", rpAddr, pooledAddr, h1Addr)
 	for i, v := range variants {
 		fmt.Fprintf(out, "%s=%s\n", v.name, addrs[i])
 	}
@@ -315,7 +332,7 @@ func startGateway(ctx context.Context, cfg gateway.Config, transport http.RoundT
 	mux.Handle("/", rl)
 	// As node.Start wraps its mux.
 	h := web.Instrument((&chaos.Faults{}).Middleware(mux), tp, logger)
-	srv := runtime.NewHTTPServer("127.0.0.1:0", h, logger)
+	srv := runtime.NewServer("127.0.0.1:0", gateway.NewServer(h, logger), logger)
 	if err := srv.Start(ctx); err != nil {
 		return "", err
 	}
@@ -363,14 +380,23 @@ func sign(key *ecdsa.PrivateKey, kid string) (string, error) {
 }
 
 // profileOnSignal writes a CPU profile to path from SIGUSR1 to SIGUSR2, so
-// that it covers one measured run and not the idle time around it.
+// that it covers one measured run and not the idle time around it, and the
+// allocation profiles at both signals to path.allocs-start and
+// path.allocs-end (go tool pprof -sample_index=alloc_space -base start end).
 func profileOnSignal(ctx context.Context, path string, sig <-chan os.Signal) {
 	var f *os.File
+	allocs := func(name string) {
+		if a, err := os.Create(path + ".allocs-" + name); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(a, 0)
+			_ = a.Close()
+		}
+	}
 	stopProfile := func() {
 		if f != nil {
 			pprof.StopCPUProfile()
 			_ = f.Close()
 			f = nil
+			allocs("end")
 		}
 	}
 	defer stopProfile()
@@ -386,6 +412,7 @@ func profileOnSignal(ctx context.Context, path string, sig <-chan os.Signal) {
 			if f != nil {
 				continue
 			}
+			allocs("start")
 			var err error
 			if f, err = os.Create(path); err != nil {
 				fmt.Fprintln(os.Stderr, "cpu profile:", err)

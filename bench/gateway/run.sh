@@ -62,6 +62,7 @@ pids+=("$proxies_pid")
 wait_ready "$work/proxies.env"
 REVERSEPROXY=$(value REVERSEPROXY "$work/proxies.env")
 POOLED=$(value REVERSEPROXY_POOLED "$work/proxies.env")
+RP_H1=$(value REVERSEPROXY_H1 "$work/proxies.env")
 MERCATO_A=$(value MERCATO_A "$work/proxies.env")
 MERCATO_B=$(value MERCATO_B "$work/proxies.env")
 MERCATO_C=$(value MERCATO_C "$work/proxies.env")
@@ -113,7 +114,7 @@ for _ in $(seq 100); do
 	curl -fs -o /dev/null "http://$NGINX/api/products" && break
 	sleep 0.1
 done
-for a in "$UPSTREAM" "$NGINX" "$REVERSEPROXY" "$POOLED" "$MERCATO_A"; do
+for a in "$UPSTREAM" "$NGINX" "$REVERSEPROXY" "$POOLED" "$RP_H1" "$MERCATO_A"; do
 	curl -fsS -o /dev/null "http://$a/api/products"
 done
 for a in "$MERCATO_B" "$MERCATO_C"; do
@@ -149,6 +150,7 @@ bench_wrk direct "$UPSTREAM"
 bench_wrk nginx "$NGINX"
 bench_wrk reverseproxy "$REVERSEPROXY"
 bench_wrk rp-pooled "$POOLED"
+bench_wrk rp-h1 "$RP_H1"
 bench_wrk mercato-a "$MERCATO_A"
 bench_wrk mercato-b "$MERCATO_B" -H "$auth"
 bench_wrk mercato-c "$MERCATO_C" -H "$auth"
@@ -192,7 +194,7 @@ added=$(awk -v a="${lp99[mercato-b]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3
 	echo
 	echo "wrk -t2 -c64 -d$DURATION --latency (closed loop, peak)"
 	printf '%-14s %10s %9s %9s %7s\n' contestant req/s p50_ms p99_ms errors
-	for n in direct nginx reverseproxy rp-pooled mercato-a mercato-b mercato-c; do
+	for n in direct nginx reverseproxy rp-pooled rp-h1 mercato-a mercato-b mercato-c; do
 		printf '%-14s %10s %9s %9s %7s\n' "$n" "${rps[$n]}" "${p50[$n]}" "${p99[$n]}" "${bad[$n]}"
 	done
 	echo
@@ -206,8 +208,8 @@ added=$(awk -v a="${lp99[mercato-b]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3
 	echo "mercato-b / nginx          $r_nginx  (target >= 0.45: $(verdict "$r_nginx" 0.45 min))"
 	echo "mercato-b / reverseproxy   $r_rp  (target >= 1.5: $(verdict "$r_rp" 1.5 min))"
 	echo "added p99 at half peak     ${added} ms  (target < 1 ms: $(verdict "$added" 1 max))"
-	echo "also / nginx: mercato-a $(ratio "${rps[mercato-a]}" "${rps[nginx]}"), mercato-c $(ratio "${rps[mercato-c]}" "${rps[nginx]}"), rp-pooled $(ratio "${rps[rp-pooled]}" "${rps[nginx]}")"
-	echo "mercato-b / rp-pooled      $(ratio "${rps[mercato-b]}" "${rps[rp-pooled]}")  (the gateway's own cost over a bare Go proxy)"
+	echo "also / nginx: mercato-a $(ratio "${rps[mercato-a]}" "${rps[nginx]}"), mercato-c $(ratio "${rps[mercato-c]}" "${rps[nginx]}"), rp-pooled $(ratio "${rps[rp-pooled]}" "${rps[nginx]}"), rp-h1 $(ratio "${rps[rp-h1]}" "${rps[nginx]}")"
+	echo "mercato-b / rp-h1          $(ratio "${rps[mercato-b]}" "${rps[rp-h1]}")  (the gateway's own cost over a bare Go proxy on its transport)"
 	if [ "$PROFILE" = 1 ] && [ -s "$work/cpu.out" ]; then
 		echo
 		echo "CPU profile of the proxies process, mercato-b under wrk -t2 -c64 for 10s (go tool pprof -top -nodecount=20)"

@@ -39,7 +39,12 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, fmt.Errorf("resolve %s: %w", service, err)
 	}
-	out := req.Clone(req.Context())
+	// A shallow copy with its own URL: nothing below changes the headers in
+	// place (a RoundTripper may not), so they need no copy per call.
+	out := new(http.Request)
+	*out = *req
+	u := *req.URL
+	out.URL = &u
 	out.URL.Host = inst.Addr
 	if out.Host == service {
 		out.Host = "" // send the instance address, not the service name

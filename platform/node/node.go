@@ -52,7 +52,10 @@ type Config struct {
 	// serves none of the internal admin routes (/admin/chaos,
 	// /admin/breakers): they trust identity headers, which on the edge
 	// anyone could send.
-	Edge   bool
+	Edge bool
+	// Server builds the server of the node's listener around its handler;
+	// nil is net/http's (runtime.NewHTTPServer).
+	Server func(http.Handler) runtime.Server
 	Logger *slog.Logger
 	Tracer trace.TracerProvider
 }
@@ -247,7 +250,12 @@ func (n *Node) Start(ctx context.Context, setup func(ctx context.Context) error)
 	}
 	// Injected faults run inside the instrumentation, so traces and access
 	// logs show them like real ones.
-	n.server = runtime.NewHTTPServer(n.cfg.Listen, web.Instrument(n.Faults.Middleware(n.Mux), n.cfg.Tracer, n.cfg.Logger), n.cfg.Logger)
+	h := web.Instrument(n.Faults.Middleware(n.Mux), n.cfg.Tracer, n.cfg.Logger)
+	if n.cfg.Server != nil {
+		n.server = runtime.NewServer(n.cfg.Listen, n.cfg.Server(h), n.cfg.Logger)
+	} else {
+		n.server = runtime.NewHTTPServer(n.cfg.Listen, h, n.cfg.Logger)
+	}
 	n.lc.Append(n.server.Hook("http"), runtime.Hook{Name: "registration", Start: n.register})
 	if err := n.lc.Start(ctx); err != nil {
 		return fmt.Errorf("%s: %w", n.cfg.Service, err)

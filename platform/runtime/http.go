@@ -14,27 +14,44 @@ import (
 // the kernel pick a free port; Addr tells which one it got.
 type HTTPServer struct {
 	listen string
-	srv    *http.Server
+	srv    Server
 	ln     net.Listener
 	logger *slog.Logger
 }
 
-// NewHTTPServer returns a server for handler that will listen on addr
-// ("127.0.0.1:0" for a kernel-chosen port).
+// Server is what an HTTPServer runs: net/http's server, or another with
+// its methods.
+type Server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// The bounds of every mercato listener: slow clients must not hold
+// connections forever. No write timeout: server-sent event streams are
+// long responses by design.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 30 * time.Second
+	IdleTimeout       = 120 * time.Second
+)
+
+// NewHTTPServer returns a net/http server for handler that will listen on
+// addr ("127.0.0.1:0" for a kernel-chosen port).
 func NewHTTPServer(addr string, handler http.Handler, logger *slog.Logger) *HTTPServer {
-	return &HTTPServer{
-		listen: addr,
-		logger: logger,
-		srv: &http.Server{
-			Handler: handler,
-			// Slow clients must not hold connections forever. No write timeout:
-			// server-sent event streams are long responses by design.
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		},
-	}
+	return NewServer(addr, &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}, logger)
+}
+
+// NewServer returns srv, to listen on addr. Its Serve must return
+// http.ErrServerClosed once shut down.
+func NewServer(addr string, srv Server, logger *slog.Logger) *HTTPServer {
+	return &HTTPServer{listen: addr, srv: srv, logger: logger}
 }
 
 // Start binds the listener and serves in the background.

@@ -1,0 +1,30 @@
+//go:build unix
+
+package h1
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// alive reports whether an idle connection is still open at the server's
+// end: a peek that would block finds no EOF and no stray bytes waiting.
+func alive(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := false
+	var buf [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		open = errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
+		return true // never wait: this is a probe
+	})
+	return err == nil && open
+}
