@@ -56,7 +56,7 @@ pids+=($!)
 wait_ready "$work/upstream.env"
 UPSTREAM=$(value UPSTREAM "$work/upstream.env")
 
-"$work/gwbench" proxies -upstream "$UPSTREAM" -dir "$work" -cpuprofile "$work/cpu.out" >"$work/proxies.env" 2>"$work/proxies.env.err" &
+env ${PROXIES_ENV:-MERCATO_BENCH=1} "$work/gwbench" proxies -upstream "$UPSTREAM" -dir "$work" -cpuprofile "$work/cpu.out" >"$work/proxies.env" 2>"$work/proxies.env.err" &
 proxies_pid=$!
 pids+=("$proxies_pid")
 wait_ready "$work/proxies.env"

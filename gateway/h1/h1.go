@@ -74,6 +74,7 @@ type hostPool struct {
 
 type conn struct {
 	nc   net.Conn
+	raw  syscall.RawConn // nil where there is none
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	addr string
@@ -108,7 +109,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeBody(req)
 			return nil, err
 		}
-		if reused && !replayable && !alive(c.nc) {
+		if reused && !replayable && !alive(c.raw) {
 			// A request that cannot go twice goes only on a connection
 			// seen open: one probe, not a retry after the fact.
 			_ = c.nc.Close()
@@ -180,7 +181,7 @@ func (t *Transport) get(ctx context.Context, addr string) (c *conn, reused bool,
 	if err != nil {
 		return nil, false, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10), addr: addr}, false, nil
+	return &conn{nc: nc, raw: rawConn(nc), br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10), addr: addr}, false, nil
 }
 
 // sweepLocked closes the connections idle for too long, and forgets the

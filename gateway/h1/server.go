@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -302,7 +303,10 @@ func (c *serverConn) serve(base context.Context) {
 		}
 		first = false
 		start := time.Now()
-		c.deadline(c.s.headerTimeout())
+		// A deadline costs timer work; a head already here whole needs none.
+		if !headBuffered(c.br) {
+			c.deadline(c.s.headerTimeout())
+		}
 		c.limit.n = c.s.maxHeaderBytes() + 4<<10 // the bufio buffer reads ahead
 		req, err := http.ReadRequest(c.br)
 		tooLarge := c.limit.hit
@@ -315,10 +319,12 @@ func (c *serverConn) serve(base context.Context) {
 			c.refuseStatus(http.StatusBadRequest, problem)
 			return
 		}
-		if c.s.ReadTimeout > 0 {
-			_ = c.nc.SetReadDeadline(start.Add(c.s.ReadTimeout))
-		} else {
-			_ = c.nc.SetReadDeadline(time.Time{})
+		if req.Body != http.NoBody {
+			if c.s.ReadTimeout > 0 {
+				_ = c.nc.SetReadDeadline(start.Add(c.s.ReadTimeout))
+			} else {
+				_ = c.nc.SetReadDeadline(time.Time{})
+			}
 		}
 		req.RemoteAddr = c.remote
 		rctx, rcancel := context.WithCancel(ctx)
@@ -389,6 +395,13 @@ func (c *serverConn) lingerClose() {
 			_, _ = io.Copy(io.Discard, c.nc)
 		}
 	}
+}
+
+// headBuffered reports whether br holds a whole request head, so that
+// reading it cannot block.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // deadline sets the read deadline d from now; zero lifts it.

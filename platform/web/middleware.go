@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mercato-shop/mercato/platform/telemetry"
@@ -106,12 +105,7 @@ func Recover(logger *slog.Logger) func(http.Handler) http.Handler {
 // server span continuing the caller's trace, the correlation id, an access
 // log record (at debug level), and panic recovery.
 func Instrument(h http.Handler, tp trace.TracerProvider, logger *slog.Logger) http.Handler {
-	h = Correlate(AccessLog(logger)(Recover(logger)(h)))
-	return otelhttp.NewHandler(h, "http",
-		otelhttp.WithTracerProvider(tp),
-		otelhttp.WithPropagators(telemetry.Propagator()),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
-	)
+	return Trace(tp)(Correlate(AccessLog(logger)(Recover(logger)(h))))
 }
 
 // AccessLog writes one debug record per request: method, path, status and
