@@ -8,7 +8,8 @@
 # Environment: DURATION (wrk runs, default 15s), LOAD_DURATION (fixed-rate
 # runs, default 10s, after 2s of warm-up), PROFILE=0 to skip the CPU profile,
 # OUT (results file, default bench/gateway/results-<UTC date>.txt), NOTE (a
-# line for the results file, such as "trial run on a shared machine").
+# line for the results file, such as "trial run on a shared machine"),
+# PROXIES_ENV (environment of the Go proxies' process, such as GOGC=400).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -17,6 +18,7 @@ LOAD_DURATION=${LOAD_DURATION:-10s}
 PROFILE=${PROFILE:-1}
 OUT=${OUT:-bench/gateway/results-$(date -u +%Y-%m-%d).txt}
 NOTE=${NOTE:-}
+PROXIES_ENV=${PROXIES_ENV:-}
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
@@ -56,7 +58,7 @@ pids+=($!)
 wait_ready "$work/upstream.env"
 UPSTREAM=$(value UPSTREAM "$work/upstream.env")
 
-env ${PROXIES_ENV:-MERCATO_BENCH=1} "$work/gwbench" proxies -upstream "$UPSTREAM" -dir "$work" -cpuprofile "$work/cpu.out" >"$work/proxies.env" 2>"$work/proxies.env.err" &
+env $PROXIES_ENV "$work/gwbench" proxies -upstream "$UPSTREAM" -dir "$work" -cpuprofile "$work/cpu.out" >"$work/proxies.env" 2>"$work/proxies.env.err" &
 proxies_pid=$!
 pids+=("$proxies_pid")
 wait_ready "$work/proxies.env"
@@ -171,6 +173,10 @@ bench_load() {
 }
 bench_load direct "$UPSTREAM"
 bench_load mercato-b "$MERCATO_B" -H "$auth"
+# The same rate through nginx and the bare Go proxy: what any proxy adds on
+# this machine, for scale.
+bench_load nginx "$NGINX"
+bench_load rp-h1 "$RP_H1"
 
 if [ "$PROFILE" = 1 ]; then
 	echo "profile: mercato-b under wrk for 10s" >&2
@@ -189,6 +195,7 @@ added=$(awk -v a="${lp99[mercato-b]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3
 {
 	echo "# bench/gateway/run.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	[ -z "$NOTE" ] || echo "# $NOTE"
+	[ -z "$PROXIES_ENV" ] || echo "# environment of the proxies' process: $PROXIES_ENV"
 	echo "# commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with local changes)'), $(go version | cut -d' ' -f3), $(nproc) cores, $("$nginx_bin" -v 2>&1 | cut -d/ -f2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 	echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo
@@ -200,7 +207,7 @@ added=$(awk -v a="${lp99[mercato-b]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3
 	echo
 	echo "fixed rate $half/s = half of mercato-b's peak, open loop, 64 connections, ${LOAD_DURATION} after 2s warm-up"
 	printf '%-14s %10s %9s %9s %7s\n' target achieved p50_ms p99_ms errors
-	for n in direct mercato-b; do
+	for n in direct mercato-b nginx rp-h1; do
 		printf '%-14s %10s %9s %9s %7s\n' "$n" "${lrate[$n]}" "${lp50[$n]}" "${lp99[$n]}" "${lerr[$n]}"
 	done
 	echo
@@ -208,6 +215,7 @@ added=$(awk -v a="${lp99[mercato-b]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3
 	echo "mercato-b / nginx          $r_nginx  (target >= 0.45: $(verdict "$r_nginx" 0.45 min))"
 	echo "mercato-b / reverseproxy   $r_rp  (target >= 1.5: $(verdict "$r_rp" 1.5 min))"
 	echo "added p99 at half peak     ${added} ms  (target < 1 ms: $(verdict "$added" 1 max))"
+	echo "added p99 at that rate: nginx $(awk -v a="${lp99[nginx]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3f", a - b}') ms, rp-h1 $(awk -v a="${lp99[rp-h1]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3f", a - b}') ms"
 	echo "also / nginx: mercato-a $(ratio "${rps[mercato-a]}" "${rps[nginx]}"), mercato-c $(ratio "${rps[mercato-c]}" "${rps[nginx]}"), rp-pooled $(ratio "${rps[rp-pooled]}" "${rps[nginx]}"), rp-h1 $(ratio "${rps[rp-h1]}" "${rps[nginx]}")"
 	echo "mercato-b / rp-h1          $(ratio "${rps[mercato-b]}" "${rps[rp-h1]}")  (the gateway's own cost over a bare Go proxy on its transport)"
 	if [ "$PROFILE" = 1 ] && [ -s "$work/cpu.out" ]; then
