@@ -196,7 +196,7 @@ added=$(awk -v a="${lp99[mercato-b]}" -v b="${lp99[direct]}" 'BEGIN {printf "%.3
 	echo "# bench/gateway/run.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	[ -z "$NOTE" ] || echo "# $NOTE"
 	[ -z "$PROXIES_ENV" ] || echo "# environment of the proxies' process: $PROXIES_ENV"
-	echo "# commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with local changes)'), $(go version | cut -d' ' -f3), $(nproc) cores, $("$nginx_bin" -v 2>&1 | cut -d/ -f2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+	echo "# commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ":(exclude)$OUT" 2>/dev/null || echo ' (with local changes)'), $(go version | cut -d' ' -f3), $(nproc) cores, $("$nginx_bin" -v 2>&1 | cut -d/ -f2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 	echo "# load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo
 	echo "wrk -t2 -c64 -d$DURATION --latency (closed loop, peak)"
