@@ -67,7 +67,9 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) setup(ctx context.Context) error {
 	n := s.node
-	var transport http.RoundTripper = discovery.Transport(n.Balancer, otelhttp.NewTransport(h1.New(n.Transport()),
+	upstream := h1.New(n.Transport())
+	n.Append(runtime.Hook{Name: "upstream connections", Stop: func(context.Context) error { upstream.CloseIdleConnections(); return nil }})
+	var transport http.RoundTripper = discovery.Transport(n.Balancer, otelhttp.NewTransport(upstream,
 		otelhttp.WithTracerProvider(n.Tracer()), otelhttp.WithPropagators(telemetry.Propagator())))
 	if n.Policies != nil {
 		transport = n.Policies.ServiceTransport(transport)

@@ -28,6 +28,13 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
+// probeAfter is how long a pooled connection may sit idle before it is
+// probed (alive) even for a request that could be sent again.
+const probeAfter = time.Second
+
+// maxInterim bounds the 1xx answers skipped before the final one.
+const maxInterim = 5
+
 // Defaults of a Transport's zero fields.
 const (
 	// DefaultIdleTimeout is below the 120 s after which mercato's servers
@@ -109,9 +116,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			closeBody(req)
 			return nil, err
 		}
-		if reused && !replayable && !alive(c.raw) {
+		if reused && (!replayable || time.Since(c.used) > probeAfter) && !alive(c.raw) {
 			// A request that cannot go twice goes only on a connection
-			// seen open: one probe, not a retry after the fact.
+			// seen open: one probe, not a retry after the fact. One that
+			// sat idle a while is probed too, for anything the server
+			// sent meanwhile (a close, an unasked answer).
 			_ = c.nc.Close()
 			continue
 		}
@@ -259,7 +268,7 @@ func (c *conn) roundTrip(ctx context.Context, req *http.Request, t *Transport) (
 		}
 		return fail(fmt.Errorf("read response: %w", err))
 	}
-	for {
+	for interim := 0; ; interim++ {
 		res, err := http.ReadResponse(c.br, req)
 		if err != nil {
 			return fail(fmt.Errorf("read response: %w", err))
@@ -267,6 +276,9 @@ func (c *conn) roundTrip(ctx context.Context, req *http.Request, t *Transport) (
 		if res.StatusCode >= 100 && res.StatusCode < 200 {
 			if res.StatusCode == http.StatusSwitchingProtocols {
 				return fail(errors.New("h1: unexpected 101 Switching Protocols"))
+			}
+			if interim == maxInterim {
+				return fail(errors.New("h1: too many 1xx answers"))
 			}
 			continue // an interim answer, such as 100 Continue
 		}
@@ -404,7 +416,9 @@ func (b *body) release(complete bool) {
 	}
 	b.done = true
 	// stop reports false once the context's cancellation has set a deadline.
-	if complete && b.keep && b.stop() {
+	// Bytes past the answer's end belong to no request: such a connection
+	// would hand them to the next one as its answer.
+	if complete && b.keep && b.c.br.Buffered() == 0 && b.stop() {
 		b.t.put(b.c)
 		return
 	}

@@ -93,6 +93,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	}()
 
 	base := context.WithValue(context.Background(), http.LocalAddrContextKey, ln.Addr())
+	// httputil.ReverseProxy aborts an answer whose upstream body breaks off
+	// (panic(http.ErrAbortHandler), so the client sees it broken) only
+	// under a server it recognises by this key; elsewhere it would end the
+	// answer as if whole, and a cache would keep it.
+	base = context.WithValue(base, http.ServerContextKey, &http.Server{})
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -100,8 +105,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing.Load() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if retryable(err) {
 				// Out of file descriptors and the like: wait, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.logger().Warn("accept failed; retrying", "err", err, "in", backoff)
@@ -118,6 +122,15 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		go c.serve(base)
 	}
+}
+
+// retryable tells an accept error that passes (out of file descriptors, a
+// connection reset before it was accepted) from one that ends Serve:
+// net/http's rule.
+func retryable(err error) bool {
+	var t interface{ Temporary() bool }
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.As(err, &t) && t.Temporary()
 }
 
 // Shutdown stops accepting, closes idle connections and waits for the
@@ -189,7 +202,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	if s.closing.Load() {
 		return nil
 	}
-	c := &serverConn{s: s, nc: nc, remote: nc.RemoteAddr().String(), limit: &limitReader{r: nc, n: -1}}
+	c := &serverConn{s: s, nc: nc, born: time.Now(), remote: nc.RemoteAddr().String(), limit: &limitReader{r: nc, n: -1}}
 	s.conns[c] = struct{}{}
 	return c
 }
@@ -239,15 +252,27 @@ type serverConn struct {
 	bw     *bufio.Writer
 
 	mu     sync.Mutex
-	idle   bool // waiting for a request
-	closed bool // closed by the server while idle
+	idle   bool      // waiting for a request
+	closed bool      // closed by the server while idle
+	served bool      // has answered a request
+	born   time.Time // when it was accepted
+}
+
+// newGrace is how long a connection that has not sent its first request
+// yet counts as busy for Shutdown: its request may be on the way, and
+// closing would reset it (net/http's rule too).
+const newGrace = 5 * time.Second
+
+// closable reports whether c may be closed as idle; c.mu is held.
+func (c *serverConn) closable() bool {
+	return c.idle && !c.closed && (c.served || time.Since(c.born) > newGrace)
 }
 
 // closeIfIdle closes c if it waits between requests.
 func (c *serverConn) closeIfIdle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.idle && !c.closed {
+	if c.closable() {
 		c.closed = true
 		_ = c.nc.Close()
 	}
@@ -260,12 +285,11 @@ func (c *serverConn) setIdle(idle bool) bool {
 	if c.closed {
 		return false
 	}
-	if idle && c.s.closing.Load() {
-		c.closed = true
-		_ = c.nc.Close()
-		return false
-	}
 	c.idle = idle
+	if idle && c.s.closing.Load() && c.closable() {
+		c.closed = true
+		return false // the connection closes on its way out
+	}
 	return true
 }
 
@@ -276,6 +300,12 @@ func (c *serverConn) serve(base context.Context) {
 			c.s.logger().Error("http handler panicked", "remote", c.remote, "panic", v)
 		}
 		if !hijacked {
+			if c.bw != nil && c.bw.Buffered() > 0 {
+				// Answers held back for a pipelined request that never came
+				// whole; bounded, for a client that does not read.
+				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = c.bw.Flush()
+			}
 			_ = c.nc.Close()
 		}
 		c.s.forget(c)
@@ -334,6 +364,7 @@ func (c *serverConn) serve(base context.Context) {
 			w.body = body
 			if expect := req.Header.Get("Expect"); expect != "" {
 				if !req.ProtoAtLeast(1, 1) || !httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+					rcancel()
 					c.refuseStatus(http.StatusExpectationFailed, "unsupported Expect header")
 					return
 				}
@@ -353,6 +384,9 @@ func (c *serverConn) serve(base context.Context) {
 		}
 		w.stopWatch()
 		rcancel()
+		c.mu.Lock()
+		c.served = true
+		c.mu.Unlock()
 		keep := w.finish() && !req.Close
 		pending = w.pending
 		unread := req.Body != http.NoBody && !body.eof
@@ -372,8 +406,9 @@ func (c *serverConn) serve(base context.Context) {
 			}
 			return
 		}
-		// Answers to pipelined requests go out together.
-		if c.br.Buffered() == 0 {
+		// Answers to pipelined requests go out together, as long as the
+		// next one's head is here whole.
+		if !headBuffered(c.br) {
 			if err := c.bw.Flush(); err != nil {
 				return
 			}

@@ -1278,3 +1278,57 @@ func TestServer_KeepsConnectionsWithNetHTTPClient(t *testing.T) {
 		t.Errorf("accepted %d connections for 12 sequential requests, want 1", n)
 	}
 }
+
+func TestServer_ShutdownServesTheFirstRequestOfANewConnection(t *testing.T) {
+	// A connection accepted just before a shutdown may carry a request on
+	// its way: closing it as idle would reset that request.
+	srv := &h1.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "done")
+	})}
+	ts := startServer(t, srv)
+	fresh, freshBR := dial(t, ts.addr)
+	_, _ = dial(t, ts.addr)
+	// Serve registers a connection before it accepts the next one: with two
+	// accepted, the first is known to the server.
+	deadline := time.Now().Add(guard)
+	for ts.ln.n.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not accept the connections")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- srv.Shutdown(context.Background()) }()
+	send(t, fresh, "GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+	res := readResponse(t, freshBR, http.MethodGet)
+	if got := readBody(t, res); res.StatusCode != http.StatusOK || got != "done" {
+		t.Fatalf("answer %d %q, want 200 done", res.StatusCode, got)
+	}
+	if !res.Close {
+		t.Error("an answer during shutdown lacks Connection: close")
+	}
+	expectClosed(t, freshBR)
+	// The other new connection never sends anything; Shutdown closes it
+	// once its grace has passed.
+	if err := recv(t, shutdown); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+}
+
+func TestServer_SendsHeldAnswersWhenThePipelinedRequestNeverCompletes(t *testing.T) {
+	srv := &h1.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "answer to "+r.URL.Path)
+	})}
+	ts := startServer(t, srv)
+	c, br := dial(t, ts.addr)
+	// A whole request, then the start of another, then the client stops
+	// sending: the first answer must not wait for a head that never ends.
+	send(t, c, "GET /a HTTP/1.1\r\nHost: test\r\n\r\nGET /b HTTP/1.1\r\nHo")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBody(t, readResponse(t, br, http.MethodGet)); got != "answer to /a" {
+		t.Fatalf("answer %q, want the one to /a", got)
+	}
+}

@@ -210,7 +210,12 @@ func newKeeper(t *testing.T) *keeper {
 					if req.URL.Path == "/server-closes" {
 						head += "Connection: close\r\n"
 					}
-					_, _ = io.WriteString(c, head+"\r\n"+body)
+					junk := ""
+					if req.URL.Path == "/overlong" {
+						// Bytes past the declared length: a broken upstream.
+						junk = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nJUNK"
+					}
+					_, _ = io.WriteString(c, head+"\r\n"+body+junk)
 				}
 			})
 		}
@@ -238,6 +243,9 @@ func TestTransport_DoesNotPoolClosingConnections(t *testing.T) {
 		{"neither says close", "/", false, "close=false", 1},
 		{"request says close", "/", true, "close=true", 2},
 		{"answer says close", "/server-closes", false, "close=false", 2},
+		// Left in the pool, the connection would hand the stray bytes to
+		// the next request as its answer.
+		{"answer overruns its length", "/overlong", false, "close=false", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,10 +13,12 @@ import (
 // late). A process with a busy access log spends a write syscall per
 // request without it. Close flushes what is left.
 type Buffered struct {
-	mu   sync.Mutex
-	bw   *bufio.Writer
-	stop chan struct{}
-	done chan struct{}
+	mu     sync.Mutex
+	bw     *bufio.Writer
+	closed bool // after Close, each write goes out at once
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
 }
 
 // NewBuffered returns a Buffered writing to w with a buffer of size bytes,
@@ -44,7 +46,11 @@ func NewBuffered(w io.Writer, size int, interval time.Duration) *Buffered {
 func (b *Buffered) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.bw.Write(p)
+	n, err := b.bw.Write(p)
+	if err == nil && b.closed {
+		err = b.bw.Flush()
+	}
+	return n, err
 }
 
 // Flush writes out what is buffered.
@@ -57,11 +63,10 @@ func (b *Buffered) Flush() error {
 // Close stops the periodic flush and flushes; writes after it go out as
 // they come.
 func (b *Buffered) Close() error {
-	select {
-	case <-b.stop:
-	default:
-		close(b.stop)
-	}
+	b.once.Do(func() { close(b.stop) })
 	<-b.done
-	return b.Flush()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	return b.bw.Flush()
 }

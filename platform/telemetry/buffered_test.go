@@ -81,3 +81,18 @@ func TestBuffered_WritesWhenTheBufferFills(t *testing.T) {
 		t.Fatalf("%d bytes written past a 256-byte buffer, want 300", got)
 	}
 }
+
+func TestBuffered_WritesAtOnceAfterClose(t *testing.T) {
+	var out lockedBuffer
+	b := NewBuffered(&out, 64<<10, time.Hour)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil { // twice is harmless
+		t.Fatal(err)
+	}
+	NewLogger(b, "test", slog.LevelInfo).InfoContext(context.Background(), "late")
+	if got := out.String(); !strings.Contains(got, `"msg":"late"`) {
+		t.Fatalf("a record written after Close stayed in the buffer: %q", got)
+	}
+}
