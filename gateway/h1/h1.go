@@ -7,8 +7,8 @@
 // those handoffs cost more than the proxying itself: on a 2-core machine a
 // ReverseProxy over this transport serves about twice the requests of one
 // over http.Transport (bench/README.md). What this transport leaves out,
-// it hands to a fallback http.Transport: TLS, protocol upgrades and request
-// trailers.
+// it hands to a fallback http.Transport: TLS, protocol upgrades, request
+// trailers, and bodies declared over 64 KiB.
 package h1
 
 import (
@@ -34,6 +34,18 @@ const probeAfter = time.Second
 
 // maxInterim bounds the 1xx answers skipped before the final one.
 const maxInterim = 5
+
+// smallBody is the largest declared request body this transport sends
+// itself. The body is written whole before the answer is read, and a body
+// this small fits in the socket's buffers, so an upstream that answers
+// before reading it (401, 413) is heard. A larger one goes through the
+// fallback, which reads while it writes. (The gateway knows the length of
+// every body it forwards.)
+const smallBody = 64 << 10
+
+func largeBody(req *http.Request) bool {
+	return req.ContentLength > smallBody
+}
 
 // Defaults of a Transport's zero fields.
 const (
@@ -94,7 +106,7 @@ var errStale = errors.New("h1: pooled connection closed by the server")
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" || len(req.Trailer) > 0 || req.Header.Get("Upgrade") != "" {
+	if req.URL.Scheme != "http" || len(req.Trailer) > 0 || req.Header.Get("Upgrade") != "" || largeBody(req) {
 		return t.Fallback.RoundTrip(req)
 	}
 	if err := validate(req); err != nil {

@@ -1043,7 +1043,7 @@ func TestTransport_ProxiesThroughServer(t *testing.T) {
 	t.Cleanup(ct.CloseIdleConnections)
 	client := &http.Client{Transport: ct}
 
-	big := bytes.Repeat([]byte("0123456789"), 30<<10) // 300 KiB
+	big := bytes.Repeat([]byte("0123456789"), 6<<10) // 60 KiB: more than the server buffers, within what the transport sends itself
 	tests := []struct {
 		method, path string
 		body         []byte
@@ -1087,5 +1087,46 @@ func TestBuffers_Hands32KiBBuffers(t *testing.T) {
 	b.Put(buf)
 	if again := b.Get(); len(again) != 32<<10 {
 		t.Errorf("after Put: len = %d, want 32 KiB", len(again))
+	}
+}
+
+func TestTransport_HearsAnEarlyAnswerToALargeBody(t *testing.T) {
+	// An upstream that refuses a large body without reading it, and closes:
+	// the caller must get its answer, not a write error. Such a body goes
+	// through the fallback, which reads while it writes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+			}()
+		}
+	}()
+	fallback := &http.Transport{}
+	t.Cleanup(fallback.CloseIdleConnections)
+	tr := h1.New(fallback)
+	t.Cleanup(tr.CloseIdleConnections)
+
+	body := bytes.Repeat([]byte("x"), 4<<20)
+	req := newRequest(t, http.MethodPost, "http://"+ln.Addr().String()+"/upload", bytes.NewReader(body))
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("an early answer was lost: %v", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", res.StatusCode)
 	}
 }
