@@ -368,7 +368,7 @@ func (c *serverConn) serve(base context.Context) {
 					c.refuseStatus(http.StatusExpectationFailed, "unsupported Expect header")
 					return
 				}
-				body.continue100 = true
+				body.owed.Store(true)
 			}
 			req.Body = body
 		}
@@ -389,16 +389,13 @@ func (c *serverConn) serve(base context.Context) {
 		c.mu.Unlock()
 		keep := w.finish() && !req.Close
 		pending = w.pending
-		unread := req.Body != http.NoBody && !body.eof
-		if keep && unread {
+		unread := false
+		if req.Body != http.NoBody {
 			// An answer that streamed went out before settleBody could
-			// decide; read what the handler left, within a bound, unless
-			// the client still waits to be asked for it.
-			keep = false
-			if !body.continue100 {
-				n, err := io.CopyN(io.Discard, body.rc, maxDrain+1)
-				keep = errors.Is(err, io.EOF) && n <= maxDrain
-			}
+			// decide; this reads what the handler left, within a bound,
+			// and ends reads of the body still running elsewhere.
+			unread = !body.finish(maxDrain)
+			keep = keep && !unread
 		}
 		if !keep {
 			if c.bw.Flush() == nil && unread {
@@ -526,42 +523,74 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // requestBody tells the server whether the handler read the body to its
 // end, sends 100 Continue on the first read when the client waits for it,
 // and leaves draining to the server (within maxDrain) when closed early.
+// Its reads may come from another goroutine than the handler's (a
+// transport writing the body upstream), and may outlive the handler: the
+// server's finish ends them.
 type requestBody struct {
-	rc          io.ReadCloser
-	w           *response
-	continue100 bool
-	eof         bool
-	closed      bool
+	rc  io.ReadCloser
+	w   *response
+	eof atomic.Bool // read to its end
+	// owed: the client waits for 100 Continue before it sends the body.
+	owed atomic.Bool
+
+	mu     sync.Mutex // serialises reads, Close and finish
+	closed bool
+	done   bool // finished by the server
+	whole  bool // what finish found
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.closed {
 		return 0, http.ErrBodyReadAfterClose
 	}
-	if b.eof {
+	if b.eof.Load() {
 		return 0, io.EOF
 	}
-	if b.continue100 {
-		b.continue100 = false
-		if !b.w.wroteHeader {
-			bw := b.w.c.bw
-			_, _ = bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			if err := bw.Flush(); err != nil {
-				return 0, err
-			}
+	if b.owed.Swap(false) && !b.w.chosen.Load() {
+		bw := b.w.c.bw
+		_, _ = bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := bw.Flush(); err != nil {
+			return 0, err
 		}
 	}
 	n, err := b.rc.Read(p)
-	if errors.Is(err, io.EOF) && !b.eof {
-		b.eof = true
+	if errors.Is(err, io.EOF) && !b.eof.Swap(true) {
 		b.w.armWatch(watchAfter) // the connection is free to watch now
 	}
 	return n, err
 }
 
 func (b *requestBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.closed = true
 	return nil
+}
+
+// finish closes the body to its readers and reads what they left, up to
+// max bytes; whole reports that the body ended within them, so that the
+// connection can carry another request. A body still owed 100 Continue was
+// never sent, and is not waited for.
+func (b *requestBody) finish(max int64) (whole bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return b.whole
+	}
+	b.done, b.closed = true, true
+	switch {
+	case b.eof.Load():
+		b.whole = true
+	case b.owed.Load():
+		b.whole = false
+	default:
+		n, err := io.CopyN(io.Discard, b.rc, max+1)
+		b.whole = errors.Is(err, io.EOF) && n <= max
+		b.eof.Store(b.whole)
+	}
+	return b.whole
 }
 
 // bodyBuffer is how much of an answer waits for the handler to end, so
@@ -575,8 +604,9 @@ type response struct {
 	cancel      context.CancelFunc
 	header      http.Header
 	status      int
-	wroteHeader bool // the handler has chosen the status
-	sentHeader  bool // the head is on its way to the client
+	wroteHeader bool        // the handler has chosen the status
+	chosen      atomic.Bool // wroteHeader, for a body read elsewhere
+	sentHeader  bool        // the head is on its way to the client
 	chunked     bool
 	declared    int64 // Content-Length the handler set, -1 for none
 	written     int64
@@ -610,6 +640,7 @@ func (w *response) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader = true
+	w.chosen.Store(true)
 	w.status = code
 	if cl := w.header.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
@@ -716,7 +747,7 @@ func (w *response) sendHeader(final bool) {
 	default:
 		closeConn = true // HTTP/1.0: the end of the connection ends the body
 	}
-	if w.body != nil && w.body.continue100 {
+	if w.body != nil && w.body.owed.Load() {
 		// The client holds its body back until asked; nobody will ask.
 		closeConn = true
 	}
@@ -794,20 +825,9 @@ func (w *response) finish() bool {
 // it, and a large rest is not worth reading, so the answer says
 // Connection: close.
 func (w *response) settleBody() {
-	b := w.body
-	if b == nil || b.eof {
-		return
-	}
-	if b.continue100 {
+	if b := w.body; b != nil && !b.finish(maxDrain) {
 		w.req.Close = true
-		return
 	}
-	n, err := io.CopyN(io.Discard, b.rc, maxDrain+1)
-	if errors.Is(err, io.EOF) && n <= maxDrain {
-		b.eof = true
-		return
-	}
-	w.req.Close = true
 }
 
 // Flush implements http.Flusher.
@@ -831,7 +851,7 @@ func (w *response) FlushError() error {
 		w.failed = err
 		return err
 	}
-	if b, ok := w.req.Body.(*requestBody); !ok || b.eof {
+	if b, ok := w.req.Body.(*requestBody); !ok || b.eof.Load() {
 		w.armWatch(0) // a stream: watch from now
 	}
 	return nil

@@ -1090,10 +1090,12 @@ func TestBuffers_Hands32KiBBuffers(t *testing.T) {
 	}
 }
 
-func TestTransport_HearsAnEarlyAnswerToALargeBody(t *testing.T) {
-	// An upstream that refuses a large body without reading it, and closes:
-	// the caller must get its answer, not a write error. Such a body goes
-	// through the fallback, which reads while it writes.
+// earlyRefuser is a raw upstream that answers 413 to every request as soon
+// as it has the head, then reads nothing more for a while (a busy server)
+// before it closes: a client that writes the whole body before it reads
+// stalls behind full socket buffers, then meets a reset.
+func earlyRefuser(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -1111,16 +1113,24 @@ func TestTransport_HearsAnEarlyAnswerToALargeBody(t *testing.T) {
 					return
 				}
 				_, _ = io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+				time.Sleep(time.Second)
 			}()
 		}
 	}()
+	return ln.Addr().String()
+}
+
+func TestTransport_HearsAnEarlyAnswerToALargeBody(t *testing.T) {
+	// The caller must get the answer, not a write error: such a body goes
+	// through the fallback, which reads while it writes.
+	addr := earlyRefuser(t)
 	fallback := &http.Transport{}
 	t.Cleanup(fallback.CloseIdleConnections)
 	tr := h1.New(fallback)
 	t.Cleanup(tr.CloseIdleConnections)
 
 	body := bytes.Repeat([]byte("x"), 4<<20)
-	req := newRequest(t, http.MethodPost, "http://"+ln.Addr().String()+"/upload", bytes.NewReader(body))
+	req := newRequest(t, http.MethodPost, "http://"+addr+"/upload", bytes.NewReader(body))
 	res, err := tr.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("an early answer was lost: %v", err)
@@ -1128,5 +1138,33 @@ func TestTransport_HearsAnEarlyAnswerToALargeBody(t *testing.T) {
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("status %d, want 413", res.StatusCode)
+	}
+}
+
+func TestServer_ProxiesAnEarlyAnswerWhileTheBodyIsStillBeingRead(t *testing.T) {
+	// Through the server and a proxy over the transport: the fallback
+	// reads the client's body on a goroutine of its own, and may still be
+	// reading when the answer is written and the handler has returned.
+	addr := earlyRefuser(t)
+	fallback := &http.Transport{}
+	t.Cleanup(fallback.CloseIdleConnections)
+	tr := h1.New(fallback)
+	target := &url.URL{Scheme: "http", Host: addr}
+	gw := startServer(t, &h1.Server{ReadTimeout: guard, Handler: &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport: tr,
+	}})
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	for range 3 {
+		res, err := client.Post("http://"+gw.addr+"/upload", "application/octet-stream", bytes.NewReader(bytes.Repeat([]byte("x"), 1<<20)))
+		if err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d, want the upstream's 413", res.StatusCode)
+		}
 	}
 }
