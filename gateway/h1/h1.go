@@ -1,13 +1,14 @@
-// Package h1 is the gateway's HTTP/1.1 client for its upstream calls: a
-// pool of keep-alive connections, each carrying one request at a time,
-// written and read on the caller's goroutine.
+// Package h1 is the gateway's HTTP/1.1 code: Transport, the client of its
+// upstream calls, and Server, its listener (ADR 0005).
 //
-// net/http's Transport hands every request to a writer goroutine and every
-// response to a reader goroutine of its connection. On a proxy's hot path
-// those handoffs cost more than the proxying itself: on a 2-core machine a
+// Transport keeps a pool of keep-alive connections, each carrying one
+// request at a time, written and read on the caller's goroutine. net/http's
+// Transport hands every request to a writer goroutine and every response to
+// a reader goroutine of its connection; on a proxy's hot path those
+// handoffs cost more than the proxying itself: on a 2-core machine a
 // ReverseProxy over this transport serves about twice the requests of one
-// over http.Transport (bench/README.md). What this transport leaves out,
-// it hands to a fallback http.Transport: TLS, protocol upgrades, request
+// over http.Transport (bench/README.md). What this transport leaves out, it
+// hands to a fallback http.Transport: TLS, protocol upgrades, request
 // trailers, and bodies declared over 64 KiB.
 package h1
 
