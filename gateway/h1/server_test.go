@@ -687,12 +687,7 @@ func TestServer_CancelsContextWhenStreamingClientLeaves(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "event")
 		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			ctxErr <- r.Context().Err()
-		case <-time.After(guard):
-			ctxErr <- errors.New("request context never ended")
-		}
+		ctxErr <- contextEnd(r)
 	})}
 	ts := startServer(t, srv)
 
@@ -722,12 +717,7 @@ func TestServer_CancelsContextWhenClientOfSlowRequestLeaves(t *testing.T) {
 			ctxErr <- err
 			return
 		}
-		select {
-		case <-r.Context().Done():
-			ctxErr <- r.Context().Err()
-		case <-time.After(guard):
-			ctxErr <- errors.New("request context never ended")
-		}
+		ctxErr <- contextEnd(r)
 	})}
 	ts := startServer(t, srv)
 
@@ -1330,5 +1320,16 @@ func TestServer_SendsHeldAnswersWhenThePipelinedRequestNeverCompletes(t *testing
 	}
 	if got := readBody(t, readResponse(t, br, http.MethodGet)); got != "answer to /a" {
 		t.Fatalf("answer %q, want the one to /a", got)
+	}
+}
+
+// contextEnd waits for the request's context to end and says why; an error
+// of its own if it never does.
+func contextEnd(r *http.Request) error {
+	select {
+	case <-r.Context().Done():
+		return r.Context().Err()
+	case <-time.After(guard):
+		return errors.New("request context never ended")
 	}
 }
